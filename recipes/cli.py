@@ -7,6 +7,7 @@ from typing import Callable, NoReturn, Sequence
 
 from absl import app
 from absl import flags
+from absl import logging
 
 from recipes.errors import UserError
 from recipes.runtime import install_worker_cleanup
@@ -32,6 +33,11 @@ def run(main: Callable[[Sequence[str]], None]) -> None:
     extra = [a for a in argv[1:]]
     if extra:
       raise UserError(f'unexpected positional arguments: {" ".join(extra)}')
+    if not flags.FLAGS['verbosity'].present:
+      # TFF logs every model construction at INFO; a recipe shows progress itself.
+      logging.set_verbosity(logging.WARNING)
+      import tensorflow as tf  # pylint: disable=g-import-not-at-top
+      tf.get_logger().setLevel('ERROR')
     main(argv)
 
   def flags_parser(argv: list[str]) -> list[str]:

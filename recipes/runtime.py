@@ -21,6 +21,7 @@ from __future__ import annotations
 import atexit
 import ctypes
 import functools
+import gc
 import os
 import signal
 import subprocess
@@ -32,6 +33,10 @@ from typing import Any
 WORKER_BINARY_NAME = 'worker_binary'
 _PR_SET_PDEATHSIG = 1
 _installed = False
+
+# Quiet TensorFlow's C++ start-up chatter unless the user asked for it; this must happen
+# before TensorFlow is first imported, which is why `recipes` imports this module first.
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
 
 def _set_parent_death_signal() -> None:
@@ -101,6 +106,29 @@ def stop_workers(timeout_seconds: float = 5.0) -> None:
       pass
 
 
+def _release_tff_context() -> None:
+  """Drops TFF's default execution context so its worker manager is freed while Python is intact.
+
+  Otherwise the manager's `__del__` runs during interpreter teardown, when module globals
+  are already None, and prints an ignored AttributeError on every exit.
+  """
+  module = sys.modules.get('tensorflow_federated.python.core.impl.context_stack.context_stack_impl')
+  errors = sys.modules.get(
+      'tensorflow_federated.python.core.impl.context_stack.runtime_error_context')
+  if module is None or errors is None:
+    return
+  try:
+    module.context_stack.set_default_context(errors.create_runtime_error_context())
+    gc.collect()
+  except Exception:  # pylint: disable=broad-except  # Best effort at exit.
+    pass
+
+
+def _cleanup_at_exit() -> None:
+  _release_tff_context()
+  stop_workers()
+
+
 def _exit_on_signal(signum: int, frame: Any) -> None:
   del frame
   raise SystemExit(128 + signum)
@@ -112,7 +140,7 @@ def install_worker_cleanup() -> None:
   if _installed:
     return
   _installed = True
-  atexit.register(stop_workers)
+  atexit.register(_cleanup_at_exit)
   for signum in (signal.SIGTERM, signal.SIGHUP):
     try:
       if signal.getsignal(signum) in (signal.SIG_DFL, None):
@@ -124,7 +152,6 @@ def install_worker_cleanup() -> None:
 @functools.cache
 def import_tff() -> ModuleType:
   """Imports `tensorflow_federated` with worker cleanup in place and returns the module."""
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   install_worker_cleanup()
   import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
   from tensorflow_federated.python.core.impl.executor_stacks import executor_factory  # pylint: disable=g-import-not-at-top

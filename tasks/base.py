@@ -46,6 +46,7 @@ class Task:
     num_classes: Number of label classes.
     client_spec: How clients batch and iterate their data.
     description: One line for logs and the README.
+    model_name: Name of the architecture `keras_model_fn` builds (e.g. `cnn`).
   """
 
   name: str
@@ -55,6 +56,7 @@ class Task:
   num_classes: int
   client_spec: ClientSpec = ClientSpec()
   description: str = ''
+  model_name: str = ''
 
   def preprocess_train(self, dataset: tf.data.Dataset) -> tf.data.Dataset:
     """Applies the client spec: shuffle, repeat for epochs, batch, cap, prefetch."""

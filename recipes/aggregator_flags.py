@@ -1,0 +1,431 @@
+"""Command-line selection of the model aggregator: `--aggregator=...` and its options.
+
+Two layers:
+
+* `build_aggregator(name, *, weighted, clients_per_round, ...)`: pure Python, no
+  flags. Checks that the options fit the aggregator and the recipe, raising a
+  one-line `UserError` otherwise, and returns a TFF factory of the kind the recipe's
+  builder needs (`weighted=True` for `build_weighted_fed_avg`/`build_fed_sgd`,
+  False for `build_unweighted_fed_avg`).
+* `define_aggregator_flags()` + `aggregator_from_flags(...)`: the absl flags and
+  the call that reads them into `build_aggregator`.
+
+Policy for weighting (see `recipes.aggregators`): `mean` is weighted-only and
+fails on an unweighted recipe; `robust`, `compressed` and `secure` follow the
+recipe; `unweighted_mean`, `dp_*`, `median` and `trimmed_mean` are unweighted and,
+on a weighted recipe, ignore the client weights (every client counts once), which
+is what DP and Byzantine robustness need.
+
+Policy for options: an option that does not apply to the chosen aggregator is an
+error, not silently ignored.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+from absl import flags
+from absl import logging
+
+from recipes import aggregators
+from recipes import privacy
+from recipes import robust_aggregation
+from recipes.errors import UserError
+
+_DP = ('dp_fixed', 'dp_adaptive')
+
+# Which aggregators each option applies to (the flag is an error elsewhere).
+_APPLIES_TO: dict[str, tuple[str, ...]] = {
+    'clip_norm': ('robust', *_DP),
+    'adaptive_clipping': ('robust',),
+    'target_quantile': ('robust', 'dp_adaptive'),
+    'noise_multiplier': _DP,
+    'target_epsilon': _DP,
+    'target_delta': _DP,
+    'quantization_bits': ('compressed',),
+    'secure_bound': ('secure',),
+    'trim_fraction': ('trimmed_mean',),
+}
+
+DEFAULT_QUANTIZATION_BITS = 8
+DEFAULT_TRIM_FRACTION = 0.1
+DEFAULT_DP_INITIAL_CLIP_NORM = 0.1  # TFF's gaussian_adaptive default.
+
+
+def _check_applicable(name: str, options: dict[str, Any]) -> None:
+  for option, value in options.items():
+    if value is None or value is False:
+      continue
+    allowed = _APPLIES_TO[option]
+    if name not in allowed:
+      extra = ' (dp_adaptive always adapts its clip)' if option == 'adaptive_clipping' else ''
+      raise UserError(
+          f'--{option} only applies to --aggregator={" or ".join(allowed)}{extra}; '
+          f'drop it or change --aggregator (now {name})'
+      )
+
+
+def _positive(value: float, flag: str) -> float:
+  if not (math.isfinite(value) and value > 0):
+    raise UserError(f'--{flag} must be a positive number, got {value:g}')
+  return float(value)
+
+
+def _open_unit(value: float, flag: str) -> float:
+  if not 0 < value < 1:
+    raise UserError(f'--{flag} must be in (0, 1), got {value:g}')
+  return float(value)
+
+
+def _noise_multiplier(
+    name: str,
+    *,
+    clients_per_round: int,
+    num_clients: int | None,
+    total_rounds: int | None,
+    noise_multiplier: float | None,
+    target_epsilon: float | None,
+    target_delta: float | None,
+) -> float:
+  """The DP noise multiplier: given, or calibrated to --target_epsilon."""
+  if (noise_multiplier is None) == (target_epsilon is None):
+    raise UserError(f'--aggregator={name} needs exactly one of --noise_multiplier and --target_epsilon')
+  if target_delta is not None and not 0 < target_delta < 1:
+    raise UserError(f'--target_delta must be in (0, 1), got {target_delta:g}')
+  if noise_multiplier is not None:
+    if not noise_multiplier >= 0:
+      raise UserError(f'--noise_multiplier must be >= 0, got {noise_multiplier:g}')
+    return float(noise_multiplier)
+  if num_clients is None or total_rounds is None:
+    raise UserError('--target_epsilon needs the number of clients and of rounds; this recipe does not know them')
+  return _calibrated_noise_multiplier(clients_per_round, num_clients, total_rounds, target_epsilon, target_delta)
+
+
+@functools.lru_cache(maxsize=8)
+def _calibrated_noise_multiplier(
+    clients_per_round: int, num_clients: int, total_rounds: int, target_epsilon: float, target_delta: float | None
+) -> float:
+  # Cached: the search takes about a second, and a recipe asks twice (factory, report).
+  return privacy.guarantee(
+      clients_per_round=clients_per_round,
+      num_clients=num_clients,
+      rounds=total_rounds,
+      target_epsilon=target_epsilon,
+      delta=target_delta,
+  ).noise_multiplier
+
+
+def build_aggregator(
+    name: str,
+    *,
+    weighted: bool,
+    clients_per_round: int,
+    num_clients: int | None = None,
+    total_rounds: int | None = None,
+    clip_norm: float | None = None,
+    adaptive_clipping: bool = False,
+    target_quantile: float | None = None,
+    noise_multiplier: float | None = None,
+    target_epsilon: float | None = None,
+    target_delta: float | None = None,
+    quantization_bits: int | None = None,
+    secure_bound: float | None = None,
+    trim_fraction: float | None = None,
+) -> aggregators.Factory:
+  """Builds the aggregator `name` for a recipe, validating every option. No flags involved.
+
+  Options left at None (or False) take the aggregator's default; an option set
+  for an aggregator it does not apply to is an error.
+
+  Args:
+    name: One of `recipes.aggregators.AGGREGATORS`.
+    weighted: Whether the recipe's builder takes a `WeightedAggregationFactory`.
+    clients_per_round: Clients sampled each round (DP normalization, trim check).
+    num_clients: Client population; needed with `target_epsilon`.
+    total_rounds: Rounds of the run; needed with `target_epsilon`.
+    clip_norm: robust: fixed L2 clip (None: adaptive from 1.0); dp_fixed: the clip
+      (required); dp_adaptive: the initial clip (default 0.1).
+    adaptive_clipping: robust: adapt the clip, starting from `clip_norm`.
+    target_quantile: Quantile of client norms an adaptive clip tracks (robust
+      default 0.8, dp_adaptive 0.5).
+    noise_multiplier: DP noise multiplier z (or give `target_epsilon`).
+    target_epsilon: DP: calibrate z to reach this epsilon after `total_rounds`.
+    target_delta: DP: delta for the calibration (default num_clients^-1.1).
+    quantization_bits: compressed: bits per coordinate, in [1, 16] (default 8).
+    secure_bound: secure: bound B on each coordinate of a client update (required).
+    trim_fraction: trimmed_mean: fraction in [0, 0.5) trimmed at each end (default 0.1).
+
+  Returns:
+    A `WeightedAggregationFactory` if `weighted`, else an `UnweightedAggregationFactory`.
+
+  Raises:
+    UserError: With one line saying what does not fit and what to do.
+  """
+  if name not in aggregators.AGGREGATORS:
+    raise UserError(f'unknown --aggregator={name}; choose one of {", ".join(aggregators.AGGREGATORS)}')
+  _check_applicable(
+      name,
+      dict(
+          clip_norm=clip_norm,
+          adaptive_clipping=adaptive_clipping,
+          target_quantile=target_quantile,
+          noise_multiplier=noise_multiplier,
+          target_epsilon=target_epsilon,
+          target_delta=target_delta,
+          quantization_bits=quantization_bits,
+          secure_bound=secure_bound,
+          trim_fraction=trim_fraction,
+      ),
+  )
+  if isinstance(clients_per_round, bool) or not isinstance(clients_per_round, int) or clients_per_round < 1:
+    raise UserError(f'clients per round must be a positive integer, got {clients_per_round!r}')
+  kind = aggregators.weighting(name)
+  if kind is aggregators.Weighting.WEIGHTED and not weighted:
+    raise UserError(
+        f'--aggregator={name} is a weighted mean but this recipe aggregates unweighted; '
+        'use --aggregator=unweighted_mean'
+    )
+  if clip_norm is not None:
+    clip_norm = _positive(clip_norm, 'clip_norm')
+  if target_quantile is not None:
+    target_quantile = _open_unit(target_quantile, 'target_quantile')
+
+  if name == 'mean':
+    factory = aggregators.mean()
+  elif name == 'unweighted_mean':
+    factory = aggregators.unweighted_mean()
+  elif name == 'robust':
+    adaptive = adaptive_clipping or clip_norm is None
+    if target_quantile is not None and not adaptive:
+      raise UserError('--target_quantile needs adaptive clipping: add --adaptive_clipping or drop --clip_norm')
+    factory = aggregators.robust(
+        weighted=weighted,
+        clip_norm=clip_norm,
+        adaptive=adaptive,
+        target_quantile=0.8 if target_quantile is None else target_quantile,
+    )
+  elif name in _DP:
+    z = _noise_multiplier(
+        name,
+        clients_per_round=clients_per_round,
+        num_clients=num_clients,
+        total_rounds=total_rounds,
+        noise_multiplier=noise_multiplier,
+        target_epsilon=target_epsilon,
+        target_delta=target_delta,
+    )
+    if name == 'dp_fixed':
+      if clip_norm is None:
+        raise UserError('--aggregator=dp_fixed needs --clip_norm (or use --aggregator=dp_adaptive)')
+      factory = aggregators.dp_fixed(noise_multiplier=z, clients_per_round=clients_per_round, clip_norm=clip_norm)
+    else:
+      limit = aggregators.dp_adaptive_max_noise_multiplier(clients_per_round)
+      if z > 0 and z >= limit:
+        raise UserError(
+            f'--aggregator=dp_adaptive with noise multiplier {z:.3g} needs more than {10 * z:.3g} '
+            'clients per round (TFF noises its clipped-client count with stddev 0.05 * clients per round); '
+            'raise the clients per round or use --aggregator=dp_fixed'
+        )
+      factory = aggregators.dp_adaptive(
+          noise_multiplier=z,
+          clients_per_round=clients_per_round,
+          initial_clip_norm=DEFAULT_DP_INITIAL_CLIP_NORM if clip_norm is None else clip_norm,
+          target_quantile=0.5 if target_quantile is None else target_quantile,
+      )
+  elif name == 'compressed':
+    bits = DEFAULT_QUANTIZATION_BITS if quantization_bits is None else quantization_bits
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 16:
+      raise UserError(f'--quantization_bits must be an integer in [1, 16], got {bits!r}')
+    factory = aggregators.compressed(quantization_bits=bits, weighted=weighted)
+  elif name == 'secure':
+    if secure_bound is None:
+      raise UserError('--aggregator=secure needs --secure_bound, the largest |coordinate| of a client update')
+    factory = aggregators.secure(bound=_positive(secure_bound, 'secure_bound'), weighted=weighted)
+  elif name == 'median':
+    factory = aggregators.median()
+  elif name == 'trimmed_mean':
+    beta = DEFAULT_TRIM_FRACTION if trim_fraction is None else trim_fraction
+    if not 0 <= beta < 0.5:
+      raise UserError(f'--trim_fraction must be in [0, 0.5), got {beta:g}')
+    if beta > 0 and robust_aggregation.trimmed_count(clients_per_round, beta) == 0:
+      raise UserError(
+          f'--trim_fraction={beta:g} trims nothing with {clients_per_round} clients per round '
+          f'(floor({beta:g} * {clients_per_round}) = 0); use at least {1 / clients_per_round:.3g} or more clients'
+      )
+    factory = aggregators.trimmed_mean(trim_fraction=beta)
+  else:  # Unreachable: AGGREGATORS and this dispatch list the same names.
+    raise AssertionError(name)
+
+  if weighted and not aggregators.is_weighted(factory):
+    logging.info('--aggregator=%s is unweighted: client weights are ignored, every client counts once', name)
+  return aggregators.for_recipe(factory, weighted=weighted)
+
+
+def privacy_guarantee(
+    name: str,
+    *,
+    clients_per_round: int,
+    num_clients: int,
+    total_rounds: int,
+    noise_multiplier: float | None = None,
+    target_epsilon: float | None = None,
+    target_delta: float | None = None,
+) -> privacy.PrivacyGuarantee | None:
+  """The (epsilon, delta) a DP aggregator gives over the run; None for non-DP aggregators.
+
+  Uses the same noise multiplier as `build_aggregator` (given, or calibrated to
+  `target_epsilon`), with q = clients_per_round / num_clients (see `recipes.privacy`).
+
+  Raises:
+    UserError: For inconsistent privacy options.
+  """
+  if name not in _DP:
+    return None
+  z = _noise_multiplier(
+      name,
+      clients_per_round=clients_per_round,
+      num_clients=num_clients,
+      total_rounds=total_rounds,
+      noise_multiplier=noise_multiplier,
+      target_epsilon=target_epsilon,
+      target_delta=target_delta,
+  )
+  return privacy.guarantee(
+      clients_per_round=clients_per_round,
+      num_clients=num_clients,
+      rounds=total_rounds,
+      noise_multiplier=z,
+      delta=target_delta,
+  )
+
+
+# ---------------------------------------------------------------------------
+# absl flags.
+# ---------------------------------------------------------------------------
+
+_OPTION_FLAGS = tuple(_APPLIES_TO)
+
+
+def define_aggregator_flags(*, default_aggregator: str = 'mean') -> None:
+  """Defines `--aggregator` and its option flags on `absl.flags.FLAGS`. Idempotent.
+
+  Args:
+    default_aggregator: The `--aggregator` default; unweighted recipes should pass
+      'unweighted_mean' ('mean' is weighted-only).
+  """
+  if 'aggregator' in flags.FLAGS:
+    return
+  flags.DEFINE_enum(
+      'aggregator',
+      default_aggregator,
+      list(aggregators.AGGREGATORS),
+      'How the server combines client model updates. mean: weighted by examples; '
+      'unweighted_mean; robust: L2 clipping + zeroing of outliers; dp_fixed / dp_adaptive: '
+      'Gaussian differential privacy with a fixed / quantile-tracked clip; compressed: '
+      'quantized updates; secure: secure summation of bounded updates; median / trimmed_mean: '
+      'Byzantine-robust coordinate-wise statistics (unweighted).',
+  )
+  flags.DEFINE_float(
+      'clip_norm',
+      None,
+      'L2 clip norm of client updates. robust: fixed clip (unset: adaptive from 1.0); '
+      'dp_fixed: required; dp_adaptive: initial clip (default 0.1).',
+  )
+  flags.DEFINE_bool(
+      'adaptive_clipping',
+      False,
+      'robust only: track a quantile of client update norms, starting from --clip_norm.',
+  )
+  flags.DEFINE_float(
+      'target_quantile',
+      None,
+      'Quantile of client update norms an adaptive clip tracks, in (0, 1) '
+      '(default 0.8 for robust, 0.5 for dp_adaptive).',
+  )
+  flags.DEFINE_float(
+      'noise_multiplier',
+      None,
+      'dp_*: Gaussian noise stddev relative to the clip norm (or give --target_epsilon).',
+  )
+  flags.DEFINE_float(
+      'target_epsilon',
+      None,
+      'dp_*: choose the noise multiplier that reaches this epsilon after all rounds.',
+  )
+  flags.DEFINE_float(
+      'target_delta',
+      None,
+      'dp_*: delta of the (epsilon, delta) guarantee (default num_clients^-1.1).',
+  )
+  flags.DEFINE_integer(
+      'quantization_bits',
+      None,
+      f'compressed: bits per coordinate of quantized updates, 1-16 (default {DEFAULT_QUANTIZATION_BITS}).',
+  )
+  flags.DEFINE_float(
+      'secure_bound',
+      None,
+      'secure (required): bound on |coordinate| of a client update; larger values are clipped.',
+  )
+  flags.DEFINE_float(
+      'trim_fraction',
+      None,
+      f'trimmed_mean: fraction of clients dropped at each end, in [0, 0.5) (default {DEFAULT_TRIM_FRACTION}).',
+  )
+
+
+def _flag_options() -> dict[str, Any]:
+  return {option: flags.FLAGS[option].value for option in _OPTION_FLAGS}
+
+
+def aggregator_from_flags(
+    *, weighted: bool, clients_per_round: int, num_clients: int, total_rounds: int
+) -> aggregators.Factory:
+  """`build_aggregator` with the values of the flags from `define_aggregator_flags`.
+
+  With `--aggregator=secure` this also installs TFF's test execution context,
+  which simulates the secure-sum intrinsics (TFF's default local context cannot
+  run them): call it before running any TFF computation.
+
+  Args:
+    weighted: Whether the recipe's builder takes a `WeightedAggregationFactory`.
+    clients_per_round: Clients sampled each round.
+    num_clients: Client population (privacy accounting).
+    total_rounds: Rounds of the run (privacy accounting).
+
+  Returns:
+    The aggregation factory.
+
+  Raises:
+    UserError: For flags that do not fit together.
+  """
+  name = flags.FLAGS.aggregator
+  factory = build_aggregator(
+      name,
+      weighted=weighted,
+      clients_per_round=clients_per_round,
+      num_clients=num_clients,
+      total_rounds=total_rounds,
+      **_flag_options(),
+  )
+  if name == 'secure':
+    aggregators.install_secure_simulation_context()
+  return factory
+
+
+def privacy_from_flags(
+    *, clients_per_round: int, num_clients: int, total_rounds: int
+) -> privacy.PrivacyGuarantee | None:
+  """`privacy_guarantee` for the flags' aggregator: (epsilon, delta) of a DP run, else None."""
+  options = _flag_options()
+  return privacy_guarantee(
+      flags.FLAGS.aggregator,
+      clients_per_round=clients_per_round,
+      num_clients=num_clients,
+      total_rounds=total_rounds,
+      noise_multiplier=options['noise_multiplier'],
+      target_epsilon=options['target_epsilon'],
+      target_delta=options['target_delta'],
+  )

@@ -1,0 +1,47 @@
+"""FedProx (Li et al., 2020): FedAvg whose clients are pulled towards the server model.
+
+Clients minimise loss + (mu / 2) * ||w - w_server||^2 with mu = `--proximal_strength`,
+which limits client drift on heterogeneous data; mu = 0 is FedAvg.
+
+Example:
+  python -m recipes.fed_prox --task=mnist_digits --partition=dirichlet --alpha=0.1 \
+      --proximal_strength=0.01
+"""
+
+from absl import flags
+
+from recipes import cli
+from recipes import experiment
+from recipes.errors import UserError
+from recipes.runtime import import_tff
+
+tff = import_tff()
+
+_PROXIMAL_STRENGTH = flags.DEFINE_float(
+    'proximal_strength', 0.01, 'mu of the proximal term (mu/2)||w - w_server||^2; 0 = FedAvg.')
+experiment.define_flags()
+
+
+def build_process(setup: experiment.Setup) -> tff.learning.templates.LearningProcess:
+  """FedProx, weighted or uniform, with the flags' optimizers and aggregator."""
+  if _PROXIMAL_STRENGTH.value < 0:
+    raise UserError(f'--proximal_strength must be non-negative, got {_PROXIMAL_STRENGTH.value}')
+  builder = (tff.learning.algorithms.build_weighted_fed_prox if setup.weighted
+             else tff.learning.algorithms.build_unweighted_fed_prox)
+  return builder(
+      setup.task.model_fn,
+      proximal_strength=_PROXIMAL_STRENGTH.value,
+      client_optimizer_fn=setup.client_optimizer,
+      server_optimizer_fn=setup.server_optimizer,
+      model_aggregator=setup.aggregator(),
+      loop_implementation=setup.loop_implementation,
+  )
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  experiment.run('fed_prox', build_process)
+
+
+if __name__ == '__main__':
+  cli.run(main)

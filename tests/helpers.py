@@ -1,0 +1,67 @@
+"""Helpers for end-to-end tests: run a binary as a user would and inspect what it leaves."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_module(module: str, *args: str, timeout: float = 300, check: bool = False,
+               cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+  """Runs `python -m module args...` with stdout/stderr captured through pipes.
+
+  Capturing through pipes is deliberate: a leaked TFF worker holding the pipe open would
+  make this hang (and time out) instead of passing.
+  """
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=str(ROOT))
+  result = subprocess.run(
+      [sys.executable, '-m', module, *args], capture_output=True, text=True,
+      timeout=timeout, cwd=cwd or ROOT, env=env, stdin=subprocess.DEVNULL,
+  )
+  if check and result.returncode != 0:
+    raise AssertionError(f'{module} exited {result.returncode}:\n{result.stdout}\n{result.stderr}')
+  return result
+
+
+def error_lines(stderr: str) -> list[str]:
+  """Lines of stderr that are not TensorFlow's start-up chatter."""
+  noise = ('oneDNN', 'cuda', 'TensorRT', 'cpu_feature_guard', 'rebuild TensorFlow', 'AVX',
+           'cuDNN', 'cuFFT', 'cuBLAS', 'port.cc', 'WARNING: All log messages')
+  return [l for l in stderr.splitlines() if l.strip() and not any(n in l for n in noise)]
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> str:
+  """Asserts a non-zero exit with one clear error line (no traceback) containing `needles`."""
+  assert result.returncode != 0, result.stdout + result.stderr
+  assert 'Traceback' not in result.stderr, result.stderr
+  lines = [l for l in error_lines(result.stderr) if 'error' in l.lower()]
+  assert len(lines) == 1, result.stderr
+  for needle in needles:
+    assert needle in lines[0], lines[0]
+  return lines[0]
+
+
+def leaked_workers() -> list[int]:
+  """TFF worker binaries that are not children of this (pytest) process."""
+  from recipes import runtime  # pylint: disable=g-import-not-at-top
+  mine = set(runtime.worker_pids(os.getpid()))
+  return [p for p in runtime.worker_pids() if p not in mine and _is_alive(p)]
+
+
+def _is_alive(pid: int) -> bool:
+  try:
+    with open(f'/proc/{pid}/stat') as f:
+      return f.read().rsplit(')', 1)[1].split()[0] != 'Z'  # zombies hold no memory
+  except OSError:
+    return False
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+  """Rows of a metrics CSV."""
+  import csv  # pylint: disable=g-import-not-at-top
+  with open(path, newline='') as f:
+    return list(csv.DictReader(f))

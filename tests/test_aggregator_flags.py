@@ -1,0 +1,215 @@
+"""`--aggregator` selection: validation errors, factory kinds, flags, and runs inside tff.learning."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from absl import flags
+from absl.testing import flagsaver
+
+from recipes import aggregator_flags
+from recipes import aggregators
+from recipes import privacy
+from recipes.errors import UserError
+from recipes.runtime import import_tff
+
+tff = import_tff()
+
+build = aggregator_flags.build_aggregator
+
+# Options each aggregator needs to build at all.
+_REQUIRED = {
+    'dp_fixed': dict(noise_multiplier=1.0, clip_norm=1.0),
+    'dp_adaptive': dict(noise_multiplier=0.5),
+    'secure': dict(secure_bound=1.0),
+}
+
+
+# --- factory kinds ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('name', aggregators.AGGREGATORS)
+def test_weighted_recipe_gets_weighted_factory(name):
+  factory = build(name, weighted=True, clients_per_round=10, **_REQUIRED.get(name, {}))
+  assert isinstance(factory, tff.aggregators.WeightedAggregationFactory)
+
+
+@pytest.mark.parametrize('name', [n for n in aggregators.AGGREGATORS if n != 'mean'])
+def test_unweighted_recipe_gets_unweighted_factory(name):
+  factory = build(name, weighted=False, clients_per_round=10, **_REQUIRED.get(name, {}))
+  assert isinstance(factory, tff.aggregators.UnweightedAggregationFactory)
+
+
+# --- validation ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    'name, weighted, options, message',
+    [
+        ('mean', False, {}, '--aggregator=mean is a weighted mean .* use --aggregator=unweighted_mean'),
+        ('krum', True, {}, 'unknown --aggregator=krum'),
+        ('mean', True, dict(noise_multiplier=1.0), '--noise_multiplier only applies to --aggregator=dp_fixed or dp_adaptive'),
+        ('robust', True, dict(target_epsilon=3.0), '--target_epsilon only applies to'),
+        ('median', True, dict(trim_fraction=0.1), '--trim_fraction only applies to --aggregator=trimmed_mean'),
+        ('mean', True, dict(quantization_bits=4), '--quantization_bits only applies to --aggregator=compressed'),
+        ('robust', True, dict(secure_bound=1.0), '--secure_bound only applies to --aggregator=secure'),
+        ('dp_fixed', True, dict(noise_multiplier=1.0, clip_norm=1.0, adaptive_clipping=True), 'dp_adaptive always adapts'),
+        ('unweighted_mean', False, dict(clip_norm=1.0), '--clip_norm only applies to'),
+        ('trimmed_mean', False, dict(trim_fraction=0.5), r'--trim_fraction must be in \[0, 0.5\)'),
+        ('trimmed_mean', False, dict(trim_fraction=-0.1), r'--trim_fraction must be in \[0, 0.5\)'),
+        ('trimmed_mean', False, dict(trim_fraction=0.05), 'trims nothing with 10 clients per round'),
+        ('dp_fixed', True, dict(clip_norm=1.0), 'needs exactly one of --noise_multiplier and --target_epsilon'),
+        ('dp_fixed', True, dict(clip_norm=1.0, noise_multiplier=1.0, target_epsilon=2.0), 'exactly one of'),
+        ('dp_fixed', True, dict(noise_multiplier=1.0), 'dp_fixed needs --clip_norm'),
+        ('dp_fixed', True, dict(noise_multiplier=-1.0, clip_norm=1.0), '--noise_multiplier must be >= 0'),
+        ('dp_fixed', True, dict(noise_multiplier=1.0, clip_norm=0.0), '--clip_norm must be a positive number'),
+        ('dp_adaptive', True, dict(noise_multiplier=1.0), 'needs more than 10 clients per round'),
+        ('dp_adaptive', True, dict(noise_multiplier=0.5, target_delta=2.0), r'--target_delta must be in \(0, 1\)'),
+        ('dp_fixed', True, dict(clip_norm=1.0, target_epsilon=1.0), '--target_epsilon needs the number of clients'),
+        ('robust', True, dict(clip_norm=1.0, target_quantile=0.5), '--target_quantile needs adaptive clipping'),
+        ('robust', True, dict(target_quantile=1.5), r'--target_quantile must be in \(0, 1\)'),
+        ('compressed', True, dict(quantization_bits=0), r'--quantization_bits must be an integer in \[1, 16\]'),
+        ('secure', True, {}, '--aggregator=secure needs --secure_bound'),
+        ('secure', True, dict(secure_bound=-1.0), '--secure_bound must be a positive number'),
+    ],
+)
+def test_invalid_combinations_fail_with_one_line(name, weighted, options, message):
+  with pytest.raises(UserError, match=message) as error:
+    build(name, weighted=weighted, clients_per_round=10, **options)
+  assert '\n' not in str(error.value)
+
+
+def test_clients_per_round_must_be_positive():
+  with pytest.raises(UserError, match='clients per round'):
+    build('mean', weighted=True, clients_per_round=0)
+
+
+def test_target_epsilon_picks_the_noise_multiplier():
+  options = dict(clients_per_round=10, num_clients=1000, total_rounds=100, target_epsilon=2.0, target_delta=1e-5)
+  guarantee = aggregator_flags.privacy_guarantee('dp_fixed', **options)
+  assert guarantee.epsilon == pytest.approx(2.0, rel=1e-3)
+  assert guarantee.epsilon <= 2.0
+  expected = privacy.noise_multiplier_for_epsilon(target_epsilon=2.0, sampling_rate=0.01, rounds=100, delta=1e-5)
+  assert guarantee.noise_multiplier == pytest.approx(expected)
+  factory = build('dp_fixed', weighted=False, clip_norm=1.0, **options)
+  assert isinstance(factory, tff.aggregators.UnweightedAggregationFactory)
+
+
+def test_privacy_guarantee_only_for_dp():
+  assert aggregator_flags.privacy_guarantee('mean', clients_per_round=10, num_clients=100, total_rounds=5) is None
+  guarantee = aggregator_flags.privacy_guarantee(
+      'dp_adaptive', clients_per_round=10, num_clients=100, total_rounds=5, noise_multiplier=0.8
+  )
+  assert guarantee.delta == pytest.approx(100**-1.1)
+  assert guarantee.sampling_rate == pytest.approx(0.1)
+
+
+# --- absl flags ------------------------------------------------------------------------------------
+
+
+def test_flags_feed_build_aggregator():
+  aggregator_flags.define_aggregator_flags()
+  aggregator_flags.define_aggregator_flags()  # Idempotent.
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+  assert flags.FLAGS['aggregator'].default == 'mean'
+  common = dict(clients_per_round=10, num_clients=100, total_rounds=10)
+  with flagsaver.flagsaver(aggregator='trimmed_mean', trim_fraction=0.2):
+    factory = aggregator_flags.aggregator_from_flags(weighted=False, **common)
+    assert isinstance(factory, tff.aggregators.UnweightedAggregationFactory)
+    assert aggregator_flags.privacy_from_flags(**common) is None
+  with flagsaver.flagsaver(aggregator='dp_fixed', noise_multiplier=1.0, clip_norm=0.5):
+    factory = aggregator_flags.aggregator_from_flags(weighted=True, **common)
+    assert isinstance(factory, tff.aggregators.WeightedAggregationFactory)
+    assert aggregator_flags.privacy_from_flags(**common).noise_multiplier == 1.0
+  with flagsaver.flagsaver(aggregator='median', noise_multiplier=1.0):
+    with pytest.raises(UserError, match='--noise_multiplier only applies'):
+      aggregator_flags.aggregator_from_flags(weighted=True, **common)
+  with flagsaver.flagsaver(aggregator='mean'):
+    with pytest.raises(UserError, match='use --aggregator=unweighted_mean'):
+      aggregator_flags.aggregator_from_flags(weighted=False, **common)
+
+
+def test_library_modules_define_no_flags():
+  # Users import the factories into their own programs: only define_aggregator_flags()
+  # (in recipes.aggregator_flags) may add absl flags.
+  defining_modules = set(flags.FLAGS.flags_by_module_dict())
+  for module in ('recipes.aggregators', 'recipes.robust_aggregation', 'recipes.privacy'):
+    assert module not in defining_modules
+
+
+# --- inside tff.learning builders ------------------------------------------------------------------
+
+_INPUT_SPEC = (tf.TensorSpec([None, 2], tf.float32), tf.TensorSpec([None, 1], tf.float32))
+
+
+def _model_fn() -> Any:
+  keras_model = tf.keras.Sequential([tf.keras.layers.Input(shape=(2,)), tf.keras.layers.Dense(1)])
+  return tff.learning.models.from_keras_model(
+      keras_model, input_spec=_INPUT_SPEC, loss=tf.keras.losses.MeanSquaredError()
+  )
+
+
+def _client_data() -> list[tf.data.Dataset]:
+  rng = np.random.default_rng(0)
+  return [
+      tf.data.Dataset.from_tensor_slices(
+          (rng.normal(size=(4, 2)).astype(np.float32), rng.normal(size=(4, 1)).astype(np.float32))
+      ).batch(2)
+      for _ in range(3)
+  ]
+
+
+@pytest.fixture(scope='module')
+def secure_context():
+  """TFF's test context: runs secure-sum intrinsics as plain sums (the default context cannot)."""
+  with tff.framework.get_context_stack().install(tff.backends.test.create_sync_test_cpp_execution_context()):
+    yield
+
+
+_OPTIONS = {
+    'dp_fixed': dict(noise_multiplier=0.1, clip_norm=1.0),
+    'dp_adaptive': dict(noise_multiplier=0.1),
+    'secure': dict(secure_bound=10.0),
+    'trimmed_mean': dict(trim_fraction=0.34),
+}
+
+# Each aggregator once, through its natural builder or the as_weighted_aggregator
+# path, plus FedSGD; with the measurement path it must report under metrics['aggregator'].
+_BUILDS = [
+    ('mean', 'weighted_fed_avg', ('client_count',)),
+    ('unweighted_mean', 'unweighted_fed_avg', ('client_count',)),
+    ('robust', 'weighted_fed_avg', ('zeroing', 'clipped_fraction')),
+    ('robust', 'unweighted_fed_avg', ('zeroed_fraction',)),
+    ('dp_fixed', 'unweighted_fed_avg', ('noise_stddev',)),
+    ('dp_adaptive', 'weighted_fed_avg', ('clip_norm',)),
+    ('compressed', 'unweighted_fed_avg', ('client_count',)),
+    ('secure', 'weighted_fed_avg', ('mean_value', 'secure_upper_clipped_fraction')),
+    ('median', 'weighted_fed_avg', ('non_finite_client_count',)),
+    ('trimmed_mean', 'fed_sgd', ('trimmed_per_side',)),
+]
+
+
+@pytest.mark.parametrize('name, builder, measurement_path', _BUILDS)
+def test_aggregator_runs_in_learning_process(name, builder, measurement_path, secure_context):
+  del secure_context  # Needed by 'secure', harmless for the others.
+  optimizer = tff.learning.optimizers.build_sgdm(0.1)
+  weighted = builder != 'unweighted_fed_avg'
+  factory = build(name, weighted=weighted, clients_per_round=3, **_OPTIONS.get(name, {}))
+  if builder == 'weighted_fed_avg':
+    process = tff.learning.algorithms.build_weighted_fed_avg(_model_fn, optimizer, model_aggregator=factory)
+  elif builder == 'unweighted_fed_avg':
+    process = tff.learning.algorithms.build_unweighted_fed_avg(_model_fn, optimizer, model_aggregator=factory)
+  else:
+    process = tff.learning.algorithms.build_fed_sgd(_model_fn, model_aggregator=factory)
+  output = process.next(process.initialize(), _client_data())
+  measurements = output.metrics['aggregator']
+  assert measurements['client_count'] == 3
+  leaf = measurements
+  for key in measurement_path:
+    leaf = leaf[key]
+  assert np.isfinite(leaf)
+  assert all(np.all(np.isfinite(w)) for w in process.get_model_weights(output.state).trainable)

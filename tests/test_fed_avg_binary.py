@@ -1,0 +1,135 @@
+"""End-to-end tests of `python -m recipes.fed_avg` through its flags, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests import helpers
+
+FAST = ['--task=synthetic', '--clients_per_round=2', '--progress=false']
+
+
+def _csv_rounds(path: Path) -> list[int]:
+  import csv  # pylint: disable=g-import-not-at-top
+  with open(path, newline='') as f:
+    return [int(r['round']) for r in csv.DictReader(f)]
+
+
+def test_trains_and_writes_every_output(tmp_path: Path) -> None:
+  result = helpers.run_module(
+      'recipes.fed_avg', *FAST, '--total_rounds=4', '--rounds_per_eval=2',
+      f'--root_output_dir={tmp_path}', '--experiment_name=e2e', check=True)
+  out = tmp_path / 'e2e'
+  assert str(out) in result.stdout
+  assert _csv_rounds(out / 'metrics.csv') == [1, 2, 3, 4]
+  summary = json.loads((out / 'summary.json').read_text())
+  assert summary['status'] == 'completed' and summary['rounds_completed'] == 4
+  assert 0.0 <= summary['final_test_accuracy'] <= 1.0
+  hparams = json.loads((out / 'hparams.json').read_text())
+  assert hparams['recipe'] == 'fed_avg' and hparams['weighting'] == 'num_examples'
+  assert (out / 'metrics.png').stat().st_size > 1000
+  assert any((out / 'tensorboard').iterdir())
+  assert any((out / 'checkpoints').iterdir())
+  assert helpers.leaked_workers() == []
+
+
+@pytest.mark.parametrize('weighting', ['num_examples', 'uniform'])
+def test_accuracy_rises_on_mnist_digits(tmp_path: Path, weighting: str) -> None:
+  helpers.run_module(
+      'recipes.fed_avg', '--task=mnist_digits', '--partition=iid', '--num_clients=20',
+      '--clients_per_round=5', '--total_rounds=8', '--rounds_per_eval=1', '--model=2nn',
+      f'--weighting={weighting}', '--progress=false',
+      f'--root_output_dir={tmp_path}', '--experiment_name=rise', check=True)
+  rows = helpers.read_rows(tmp_path / 'rise' / 'metrics.csv')
+  accuracies = [float(r['test_accuracy']) for r in rows]
+  assert accuracies[-1] > accuracies[0] + 0.1, accuracies
+  assert accuracies[-1] > 0.8, accuracies
+
+
+@pytest.mark.parametrize('flag_args, needle', [
+    (['--task=imagenet'], '--task'),
+    (['--clients_per_round=500'], 'clients_per_round'),
+    (['--total_rounds=0'], '--total_rounds'),
+    (['--server_momentum=0.5'], '--server_momentum'),
+    (['--alpha=0.1'], '--alpha'),
+    (['--resume'], '--experiment_name'),
+    (['--target_accuracy=1.5'], '--target_accuracy'),
+    (['--weighting=median'], '--weighting'),
+    (['--client_batch_size=0'], '--client_batch_size'),
+])
+def test_bad_flags_fail_with_one_line(tmp_path: Path, flag_args: list[str], needle: str) -> None:
+  result = helpers.run_module('recipes.fed_avg', *FAST, *flag_args, f'--root_output_dir={tmp_path}')
+  helpers.assert_one_line_error(result, needle)
+  assert result.returncode == 2
+
+
+def test_refuses_to_overwrite_a_run(tmp_path: Path) -> None:
+  args = [*FAST, '--total_rounds=1', f'--root_output_dir={tmp_path}', '--experiment_name=x']
+  helpers.run_module('recipes.fed_avg', *args, check=True)
+  before = (tmp_path / 'x' / 'metrics.csv').read_text()
+  helpers.assert_one_line_error(helpers.run_module('recipes.fed_avg', *args), '--resume')
+  assert (tmp_path / 'x' / 'metrics.csv').read_text() == before
+
+
+def _start(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=str(helpers.ROOT))
+  return subprocess.Popen(
+      [sys.executable, '-m', 'recipes.fed_avg', *FAST, f'--root_output_dir={tmp_path}',
+       '--experiment_name=killed', *args],
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=helpers.ROOT)
+
+
+def _wait_for_rounds(csv_path: Path, rounds: int, process: subprocess.Popen[str]) -> None:
+  deadline = time.monotonic() + 240
+  while time.monotonic() < deadline:
+    if csv_path.exists() and len(_csv_rounds(csv_path)) >= rounds:
+      return
+    if process.poll() is not None:
+      raise AssertionError(f'run ended early: {process.communicate()}')
+    time.sleep(0.2)
+  raise AssertionError('run made no progress')
+
+
+@pytest.mark.parametrize('sig', [signal.SIGKILL, signal.SIGINT, signal.SIGTERM])
+def test_resume_after_killed_run(tmp_path: Path, sig: int) -> None:
+  csv_path = tmp_path / 'killed' / 'metrics.csv'
+  process = _start(tmp_path, '--total_rounds=400', '--rounds_per_checkpoint=3', '--rounds_per_eval=1')
+  _wait_for_rounds(csv_path, 5, process)
+  process.send_signal(sig)
+  _, stderr = process.communicate(timeout=60)
+  assert process.returncode != 0
+  if sig != signal.SIGKILL:
+    assert 'Traceback' not in stderr, stderr
+  time.sleep(0.5)
+  assert helpers.leaked_workers() == []
+  written = _csv_rounds(csv_path)
+
+  result = helpers.run_module(
+      'recipes.fed_avg', *FAST, f'--root_output_dir={tmp_path}', '--experiment_name=killed',
+      '--resume', f'--total_rounds={len(written) + 3}', '--rounds_per_checkpoint=3',
+      '--rounds_per_eval=1', check=True)
+  rounds = _csv_rounds(csv_path)
+  assert rounds == list(range(1, len(written) + 4)), (written, rounds, result.stderr)
+  summary = json.loads((tmp_path / 'killed' / 'summary.json').read_text())
+  assert summary['status'] == 'completed'
+
+
+def test_piped_run_returns_and_leaves_no_worker(tmp_path: Path) -> None:
+  # `python -m recipes.fed_avg ... | cat`: the pipe must close when the recipe ends.
+  command = (f'{sys.executable} -m recipes.fed_avg {" ".join(FAST)} --total_rounds=1 '
+             f'--root_output_dir={tmp_path} --experiment_name=piped 2>&1 | cat')
+  started = time.monotonic()
+  result = subprocess.run(['bash', '-c', command], capture_output=True, text=True, timeout=180,
+                          cwd=helpers.ROOT, env=dict(os.environ, PYTHONPATH=str(helpers.ROOT)))
+  assert result.returncode == 0, result.stdout
+  assert 'outputs:' in result.stdout
+  assert time.monotonic() - started < 180
+  assert helpers.leaked_workers() == []
