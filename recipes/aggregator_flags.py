@@ -10,9 +10,9 @@ Two layers:
 * `define_aggregator_flags()` + `aggregator_from_flags(...)`: the absl flags and
   the call that reads them into `build_aggregator`.
 
-Policy for weighting (see `recipes.aggregators`): `mean` is weighted-only and
-fails on an unweighted recipe; `robust`, `compressed` and `secure` follow the
-recipe; `unweighted_mean`, `dp_*`, `median` and `trimmed_mean` are unweighted and,
+Policy for weighting (see `recipes.aggregators`): `mean`, `robust`, `compressed`
+and `secure` follow the recipe (`mean` is the example-weighted mean on weighted
+recipes and the plain mean on unweighted ones); `unweighted_mean`, `dp_*`, `median` and `trimmed_mean` are unweighted and,
 on a weighted recipe, ignore the client weights (every client counts once), which
 is what DP and Byzantine robustness need.
 
@@ -22,8 +22,10 @@ error, not silently ignored.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
+from collections.abc import Callable
 from typing import Any
 
 from absl import flags
@@ -54,11 +56,13 @@ DEFAULT_TRIM_FRACTION = 0.1
 DEFAULT_DP_INITIAL_CLIP_NORM = 0.1  # TFF's gaussian_adaptive default.
 
 
-def _check_applicable(name: str, options: dict[str, Any]) -> None:
-  for option, value in options.items():
+def _check_applicable(request: _Request) -> None:
+  """Raises UserError for the first option set that does not apply to the aggregator."""
+  name = request.name
+  for option, allowed in _APPLIES_TO.items():
+    value = getattr(request, option)
     if value is None or value is False:
       continue
-    allowed = _APPLIES_TO[option]
     if name not in allowed:
       extra = ' (dp_adaptive always adapts its clip)' if option == 'adaptive_clipping' else ''
       raise UserError(
@@ -79,33 +83,58 @@ def _open_unit(value: float, flag: str) -> float:
   return float(value)
 
 
-def _noise_multiplier(
-    name: str,
-    *,
-    clients_per_round: int,
-    num_clients: int | None,
-    total_rounds: int | None,
-    noise_multiplier: float | None,
-    target_epsilon: float | None,
-    target_delta: float | None,
-) -> float:
+@dataclasses.dataclass(frozen=True)
+class _Request:
+  """What the recipe knows plus the user's aggregator options (None: default)."""
+
+  name: str
+  weighted: bool
+  clients_per_round: int
+  num_clients: int | None = None
+  total_rounds: int | None = None
+  clip_norm: float | None = None
+  adaptive_clipping: bool = False
+  target_quantile: float | None = None
+  noise_multiplier: float | None = None
+  target_epsilon: float | None = None
+  target_delta: float | None = None
+  quantization_bits: int | None = None
+  secure_bound: float | None = None
+  trim_fraction: float | None = None
+
+
+def _noise_multiplier(request: _Request) -> float:
   """The DP noise multiplier: given, or calibrated to --target_epsilon."""
-  if (noise_multiplier is None) == (target_epsilon is None):
-    raise UserError(f'--aggregator={name} needs exactly one of --noise_multiplier and --target_epsilon')
-  if target_delta is not None and not 0 < target_delta < 1:
-    raise UserError(f'--target_delta must be in (0, 1), got {target_delta:g}')
-  if noise_multiplier is not None:
-    if not noise_multiplier >= 0:
-      raise UserError(f'--noise_multiplier must be >= 0, got {noise_multiplier:g}')
-    return float(noise_multiplier)
-  if num_clients is None or total_rounds is None:
-    raise UserError('--target_epsilon needs the number of clients and of rounds; this recipe does not know them')
-  return _calibrated_noise_multiplier(clients_per_round, num_clients, total_rounds, target_epsilon, target_delta)
+  if (request.noise_multiplier is None) == (request.target_epsilon is None):
+    raise UserError(
+        f'--aggregator={request.name} needs exactly one of --noise_multiplier and --target_epsilon'
+    )
+  if request.target_delta is not None and not 0 < request.target_delta < 1:
+    raise UserError(f'--target_delta must be in (0, 1), got {request.target_delta:g}')
+  if request.noise_multiplier is not None:
+    if not request.noise_multiplier >= 0:
+      raise UserError(f'--noise_multiplier must be >= 0, got {request.noise_multiplier:g}')
+    return float(request.noise_multiplier)
+  if request.num_clients is None or request.total_rounds is None:
+    raise UserError(
+        '--target_epsilon needs the number of clients and of rounds; this recipe does not know them'
+    )
+  return _calibrated_noise_multiplier(
+      request.clients_per_round,
+      request.num_clients,
+      request.total_rounds,
+      request.target_epsilon,
+      request.target_delta,
+  )
 
 
 @functools.lru_cache(maxsize=8)
 def _calibrated_noise_multiplier(
-    clients_per_round: int, num_clients: int, total_rounds: int, target_epsilon: float, target_delta: float | None
+    clients_per_round: int,
+    num_clients: int,
+    total_rounds: int,
+    target_epsilon: float,
+    target_delta: float | None,
 ) -> float:
   # Cached: the search takes about a second, and a recipe asks twice (factory, report).
   return privacy.guarantee(
@@ -115,6 +144,99 @@ def _calibrated_noise_multiplier(
       target_epsilon=target_epsilon,
       delta=target_delta,
   ).noise_multiplier
+
+
+# One builder per aggregator: option defaults and checks specific to it.
+
+
+def _build_robust(request: _Request) -> aggregators.Factory:
+  adaptive = request.adaptive_clipping or request.clip_norm is None
+  if request.target_quantile is not None and not adaptive:
+    raise UserError(
+        '--target_quantile needs adaptive clipping: add --adaptive_clipping or drop --clip_norm'
+    )
+  return aggregators.robust(
+      weighted=request.weighted,
+      clip_norm=request.clip_norm,
+      adaptive=adaptive,
+      target_quantile=0.8 if request.target_quantile is None else request.target_quantile,
+  )
+
+
+def _build_dp_fixed(request: _Request) -> aggregators.Factory:
+  noise_multiplier = _noise_multiplier(request)
+  if request.clip_norm is None:
+    raise UserError('--aggregator=dp_fixed needs --clip_norm (or use --aggregator=dp_adaptive)')
+  return aggregators.dp_fixed(
+      noise_multiplier=noise_multiplier,
+      clients_per_round=request.clients_per_round,
+      clip_norm=request.clip_norm,
+  )
+
+
+def _build_dp_adaptive(request: _Request) -> aggregators.Factory:
+  z = _noise_multiplier(request)
+  if z > 0 and z >= aggregators.dp_adaptive_max_noise_multiplier(request.clients_per_round):
+    raise UserError(
+        f'--aggregator=dp_adaptive with noise multiplier {z:.3g} needs more than '
+        f'{10 * z:.3g} clients per round (TFF noises its clipped-client count with '
+        'stddev 0.05 * clients per round); raise the clients per round or use '
+        '--aggregator=dp_fixed'
+    )
+  return aggregators.dp_adaptive(
+      noise_multiplier=z,
+      clients_per_round=request.clients_per_round,
+      initial_clip_norm=(
+          DEFAULT_DP_INITIAL_CLIP_NORM if request.clip_norm is None else request.clip_norm
+      ),
+      target_quantile=0.5 if request.target_quantile is None else request.target_quantile,
+  )
+
+
+def _build_compressed(request: _Request) -> aggregators.Factory:
+  bits = request.quantization_bits
+  bits = DEFAULT_QUANTIZATION_BITS if bits is None else bits
+  if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 16:
+    raise UserError(f'--quantization_bits must be an integer in [1, 16], got {bits!r}')
+  return aggregators.compressed(quantization_bits=bits, weighted=request.weighted)
+
+
+def _build_secure(request: _Request) -> aggregators.Factory:
+  if request.secure_bound is None:
+    raise UserError(
+        '--aggregator=secure needs --secure_bound, the largest |coordinate| of a client update'
+    )
+  bound = _positive(request.secure_bound, 'secure_bound')
+  return aggregators.secure(bound=bound, weighted=request.weighted)
+
+
+def _build_trimmed_mean(request: _Request) -> aggregators.Factory:
+  beta = DEFAULT_TRIM_FRACTION if request.trim_fraction is None else request.trim_fraction
+  if not 0 <= beta < 0.5:
+    raise UserError(f'--trim_fraction must be in [0, 0.5), got {beta:g}')
+  clients = request.clients_per_round
+  if beta > 0 and robust_aggregation.trimmed_count(clients, beta) == 0:
+    raise UserError(
+        f'--trim_fraction={beta:g} trims nothing with {clients} clients per round '
+        f'(floor({beta:g} * {clients}) = 0); use at least {1 / clients:.3g} or more clients'
+    )
+  return aggregators.trimmed_mean(trim_fraction=beta)
+
+
+_BUILDERS: dict[str, Callable[[_Request], aggregators.Factory]] = {
+    # `mean` is the recipe's own mean: example-weighted on weighted recipes, plain on
+    # unweighted ones (e.g. --weighting=uniform), so the default works everywhere.
+    'mean': lambda request: aggregators.mean() if request.weighted else aggregators.unweighted_mean(),
+    'unweighted_mean': lambda request: aggregators.unweighted_mean(),
+    'robust': _build_robust,
+    'dp_fixed': _build_dp_fixed,
+    'dp_adaptive': _build_dp_adaptive,
+    'compressed': _build_compressed,
+    'secure': _build_secure,
+    'median': lambda request: aggregators.median(),
+    'trimmed_mean': _build_trimmed_mean,
+}
+assert tuple(_BUILDERS) == aggregators.AGGREGATORS
 
 
 def build_aggregator(
@@ -164,102 +286,45 @@ def build_aggregator(
     UserError: With one line saying what does not fit and what to do.
   """
   if name not in aggregators.AGGREGATORS:
-    raise UserError(f'unknown --aggregator={name}; choose one of {", ".join(aggregators.AGGREGATORS)}')
-  _check_applicable(
-      name,
-      dict(
-          clip_norm=clip_norm,
-          adaptive_clipping=adaptive_clipping,
-          target_quantile=target_quantile,
-          noise_multiplier=noise_multiplier,
-          target_epsilon=target_epsilon,
-          target_delta=target_delta,
-          quantization_bits=quantization_bits,
-          secure_bound=secure_bound,
-          trim_fraction=trim_fraction,
-      ),
-  )
-  if isinstance(clients_per_round, bool) or not isinstance(clients_per_round, int) or clients_per_round < 1:
-    raise UserError(f'clients per round must be a positive integer, got {clients_per_round!r}')
-  kind = aggregators.weighting(name)
-  if kind is aggregators.Weighting.WEIGHTED and not weighted:
     raise UserError(
-        f'--aggregator={name} is a weighted mean but this recipe aggregates unweighted; '
-        'use --aggregator=unweighted_mean'
+        f'unknown --aggregator={name}; choose one of {", ".join(aggregators.AGGREGATORS)}'
     )
+  request = _Request(
+      name=name,
+      weighted=weighted,
+      clients_per_round=clients_per_round,
+      num_clients=num_clients,
+      total_rounds=total_rounds,
+      clip_norm=clip_norm,
+      adaptive_clipping=adaptive_clipping,
+      target_quantile=target_quantile,
+      noise_multiplier=noise_multiplier,
+      target_epsilon=target_epsilon,
+      target_delta=target_delta,
+      quantization_bits=quantization_bits,
+      secure_bound=secure_bound,
+      trim_fraction=trim_fraction,
+  )
+  _check_applicable(request)
+  if (
+      isinstance(clients_per_round, bool)
+      or not isinstance(clients_per_round, int)
+      or clients_per_round < 1
+  ):
+    raise UserError(f'clients per round must be a positive integer, got {clients_per_round!r}')
+  # Shared range checks before the per-aggregator builders see the values.
   if clip_norm is not None:
-    clip_norm = _positive(clip_norm, 'clip_norm')
+    request = dataclasses.replace(request, clip_norm=_positive(clip_norm, 'clip_norm'))
   if target_quantile is not None:
-    target_quantile = _open_unit(target_quantile, 'target_quantile')
-
-  if name == 'mean':
-    factory = aggregators.mean()
-  elif name == 'unweighted_mean':
-    factory = aggregators.unweighted_mean()
-  elif name == 'robust':
-    adaptive = adaptive_clipping or clip_norm is None
-    if target_quantile is not None and not adaptive:
-      raise UserError('--target_quantile needs adaptive clipping: add --adaptive_clipping or drop --clip_norm')
-    factory = aggregators.robust(
-        weighted=weighted,
-        clip_norm=clip_norm,
-        adaptive=adaptive,
-        target_quantile=0.8 if target_quantile is None else target_quantile,
+    request = dataclasses.replace(
+        request, target_quantile=_open_unit(target_quantile, 'target_quantile')
     )
-  elif name in _DP:
-    z = _noise_multiplier(
-        name,
-        clients_per_round=clients_per_round,
-        num_clients=num_clients,
-        total_rounds=total_rounds,
-        noise_multiplier=noise_multiplier,
-        target_epsilon=target_epsilon,
-        target_delta=target_delta,
-    )
-    if name == 'dp_fixed':
-      if clip_norm is None:
-        raise UserError('--aggregator=dp_fixed needs --clip_norm (or use --aggregator=dp_adaptive)')
-      factory = aggregators.dp_fixed(noise_multiplier=z, clients_per_round=clients_per_round, clip_norm=clip_norm)
-    else:
-      limit = aggregators.dp_adaptive_max_noise_multiplier(clients_per_round)
-      if z > 0 and z >= limit:
-        raise UserError(
-            f'--aggregator=dp_adaptive with noise multiplier {z:.3g} needs more than {10 * z:.3g} '
-            'clients per round (TFF noises its clipped-client count with stddev 0.05 * clients per round); '
-            'raise the clients per round or use --aggregator=dp_fixed'
-        )
-      factory = aggregators.dp_adaptive(
-          noise_multiplier=z,
-          clients_per_round=clients_per_round,
-          initial_clip_norm=DEFAULT_DP_INITIAL_CLIP_NORM if clip_norm is None else clip_norm,
-          target_quantile=0.5 if target_quantile is None else target_quantile,
-      )
-  elif name == 'compressed':
-    bits = DEFAULT_QUANTIZATION_BITS if quantization_bits is None else quantization_bits
-    if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 16:
-      raise UserError(f'--quantization_bits must be an integer in [1, 16], got {bits!r}')
-    factory = aggregators.compressed(quantization_bits=bits, weighted=weighted)
-  elif name == 'secure':
-    if secure_bound is None:
-      raise UserError('--aggregator=secure needs --secure_bound, the largest |coordinate| of a client update')
-    factory = aggregators.secure(bound=_positive(secure_bound, 'secure_bound'), weighted=weighted)
-  elif name == 'median':
-    factory = aggregators.median()
-  elif name == 'trimmed_mean':
-    beta = DEFAULT_TRIM_FRACTION if trim_fraction is None else trim_fraction
-    if not 0 <= beta < 0.5:
-      raise UserError(f'--trim_fraction must be in [0, 0.5), got {beta:g}')
-    if beta > 0 and robust_aggregation.trimmed_count(clients_per_round, beta) == 0:
-      raise UserError(
-          f'--trim_fraction={beta:g} trims nothing with {clients_per_round} clients per round '
-          f'(floor({beta:g} * {clients_per_round}) = 0); use at least {1 / clients_per_round:.3g} or more clients'
-      )
-    factory = aggregators.trimmed_mean(trim_fraction=beta)
-  else:  # Unreachable: AGGREGATORS and this dispatch list the same names.
-    raise AssertionError(name)
 
+  factory = _BUILDERS[name](request)
   if weighted and not aggregators.is_weighted(factory):
-    logging.info('--aggregator=%s is unweighted: client weights are ignored, every client counts once', name)
+    logging.info(
+        '--aggregator=%s is unweighted: client weights are ignored, every client counts once', name
+    )
   return aggregators.for_recipe(factory, weighted=weighted)
 
 
@@ -284,13 +349,16 @@ def privacy_guarantee(
   if name not in _DP:
     return None
   z = _noise_multiplier(
-      name,
-      clients_per_round=clients_per_round,
-      num_clients=num_clients,
-      total_rounds=total_rounds,
-      noise_multiplier=noise_multiplier,
-      target_epsilon=target_epsilon,
-      target_delta=target_delta,
+      _Request(
+          name=name,
+          weighted=False,  # Irrelevant to the accounting.
+          clients_per_round=clients_per_round,
+          num_clients=num_clients,
+          total_rounds=total_rounds,
+          noise_multiplier=noise_multiplier,
+          target_epsilon=target_epsilon,
+          target_delta=target_delta,
+      )
   )
   return privacy.guarantee(
       clients_per_round=clients_per_round,
@@ -312,8 +380,7 @@ def define_aggregator_flags(*, default_aggregator: str = 'mean') -> None:
   """Defines `--aggregator` and its option flags on `absl.flags.FLAGS`. Idempotent.
 
   Args:
-    default_aggregator: The `--aggregator` default; unweighted recipes should pass
-      'unweighted_mean' ('mean' is weighted-only).
+    default_aggregator: The `--aggregator` default.
   """
   if 'aggregator' in flags.FLAGS:
     return
@@ -321,7 +388,7 @@ def define_aggregator_flags(*, default_aggregator: str = 'mean') -> None:
       'aggregator',
       default_aggregator,
       list(aggregators.AGGREGATORS),
-      'How the server combines client model updates. mean: weighted by examples; '
+      'How the server combines client model updates. mean: the recipe\'s mean (weighted by examples unless --weighting=uniform); '
       'unweighted_mean; robust: L2 clipping + zeroing of outliers; dp_fixed / dp_adaptive: '
       'Gaussian differential privacy with a fixed / quantile-tracked clip; compressed: '
       'quantized updates; secure: secure summation of bounded updates; median / trimmed_mean: '
@@ -362,7 +429,8 @@ def define_aggregator_flags(*, default_aggregator: str = 'mean') -> None:
   flags.DEFINE_integer(
       'quantization_bits',
       None,
-      f'compressed: bits per coordinate of quantized updates, 1-16 (default {DEFAULT_QUANTIZATION_BITS}).',
+      'compressed: bits per coordinate of quantized updates, 1-16 '
+      f'(default {DEFAULT_QUANTIZATION_BITS}).',
   )
   flags.DEFINE_float(
       'secure_bound',
@@ -372,7 +440,8 @@ def define_aggregator_flags(*, default_aggregator: str = 'mean') -> None:
   flags.DEFINE_float(
       'trim_fraction',
       None,
-      f'trimmed_mean: fraction of clients dropped at each end, in [0, 0.5) (default {DEFAULT_TRIM_FRACTION}).',
+      'trimmed_mean: fraction of clients dropped at each end, in [0, 0.5) '
+      f'(default {DEFAULT_TRIM_FRACTION}).',
   )
 
 

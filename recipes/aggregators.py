@@ -42,23 +42,18 @@ No absl flags are defined here; see `recipes.aggregator_flags` for the CLI.
 
 from __future__ import annotations
 
-import collections
 import enum
 import math
-from collections.abc import Callable, Mapping
-from typing import Any, Union
+from typing import Any
 
-import numpy as np
-import tensorflow as tf
-
+from recipes import aggregation_measurements
 from recipes import robust_aggregation
 from recipes.runtime import import_tff
 
 tff = import_tff()
 
-Factory = Union[
-    tff.aggregators.WeightedAggregationFactory, tff.aggregators.UnweightedAggregationFactory
-]
+# A weighted or an unweighted TFF aggregation factory.
+Factory = aggregation_measurements.Factory
 
 AGGREGATORS = (
     'mean',
@@ -82,7 +77,7 @@ class Weighting(enum.Enum):
 
 
 _WEIGHTING = {
-    'mean': Weighting.WEIGHTED,
+    'mean': Weighting.EITHER,  # flags layer: weighted mean or unweighted mean, per recipe
     'unweighted_mean': Weighting.UNWEIGHTED,
     'robust': Weighting.EITHER,
     'dp_fixed': Weighting.UNWEIGHTED,
@@ -102,8 +97,8 @@ _ZEROING_LEARNING_RATE = math.log(10.0)
 _ZEROING_MULTIPLIER = 2.0
 _ZEROING_INCREMENT = 1.0
 
-# TFF's secure_aggregator bound for client weights: 2**20 - 1 (about a million
-# examples per client) keeps integer-valued weights exact after 32-bit quantization.
+# TFF's secure_aggregator bound for client weights: 2**20 - 1, about a million
+# examples per client; a power of 2 minus 1 so integer weights quantize accurately.
 DEFAULT_MAX_WEIGHT = float(2**20 - 1)
 
 
@@ -116,7 +111,9 @@ def weighting(name: str) -> Weighting:
   try:
     return _WEIGHTING[name]
   except KeyError:
-    raise ValueError(f'unknown aggregator {name!r}; choose one of {", ".join(AGGREGATORS)}') from None
+    raise ValueError(
+        f'unknown aggregator {name!r}; choose one of {", ".join(AGGREGATORS)}'
+    ) from None
 
 
 def is_weighted(aggregation_factory: Factory) -> bool:
@@ -164,159 +161,6 @@ def install_secure_simulation_context() -> None:
   tff.backends.test.set_sync_test_cpp_execution_context()
 
 
-# ---------------------------------------------------------------------------
-# Measurement wrappers.
-# ---------------------------------------------------------------------------
-
-# Builds, from (state type, measurements type), a TF computation
-# (state, measurements, client_count) -> measurements.
-_ExtendFnBuilder = Callable[[Any, Any], Any]
-
-
-def _extended_process(
-    inner: Any, value_type: Any, weight_type: Any | None, build_extend_fn: _ExtendFnBuilder
-) -> Any:
-  """Wraps `inner` (an AggregationProcess) so its measurements pass through extend_fn."""
-  state_type = inner.state_type.member
-  measurements_type = inner.next.type_signature.result.measurements.member
-  extend_fn = build_extend_fn(state_type, measurements_type)
-
-  @tff.tensorflow.computation(value_type)
-  def one(value):
-    del value  # Only counts the client.
-    return tf.constant(1, tf.int32)
-
-  def extend(state, value, output):
-    client_count = tff.federated_sum(tff.federated_map(one, value))
-    measurements = tff.federated_map(extend_fn, (state, output.measurements, client_count))
-    return tff.templates.MeasuredProcessOutput(
-        state=output.state, result=output.result, measurements=measurements
-    )
-
-  if weight_type is None:
-
-    @tff.federated_computation(inner.state_type, tff.FederatedType(value_type, tff.CLIENTS))
-    def next_fn(state, value):
-      return extend(state, value, inner.next(state, value))
-
-  else:
-
-    @tff.federated_computation(
-        inner.state_type,
-        tff.FederatedType(value_type, tff.CLIENTS),
-        tff.FederatedType(weight_type, tff.CLIENTS),
-    )
-    def next_fn(state, value, weight):
-      return extend(state, value, inner.next(state, value, weight))
-
-  return tff.templates.AggregationProcess(inner.initialize, next_fn)
-
-
-class _UnweightedExtended(tff.aggregators.UnweightedAggregationFactory):
-
-  def __init__(self, inner: Any, build_extend_fn: _ExtendFnBuilder) -> None:
-    self._inner = inner
-    self._build_extend_fn = build_extend_fn
-
-  def create(self, value_type: Any) -> Any:
-    return _extended_process(self._inner.create(value_type), value_type, None, self._build_extend_fn)
-
-
-class _WeightedExtended(tff.aggregators.WeightedAggregationFactory):
-
-  def __init__(self, inner: Any, build_extend_fn: _ExtendFnBuilder) -> None:
-    self._inner = inner
-    self._build_extend_fn = build_extend_fn
-
-  def create(self, value_type: Any, weight_type: Any) -> Any:
-    process = self._inner.create(value_type, weight_type)
-    return _extended_process(process, value_type, weight_type, self._build_extend_fn)
-
-
-def _extend_measurements(inner: Factory, build_extend_fn: _ExtendFnBuilder) -> Factory:
-  if is_weighted(inner):
-    return _WeightedExtended(inner, build_extend_fn)
-  return _UnweightedExtended(inner, build_extend_fn)
-
-
-def _add_fractions(measurements: Any, client_count: tf.Tensor) -> Any:
-  """Copies nested measurements, adding `<what>_fraction` after each scalar `<what>_count`."""
-  if not isinstance(measurements, Mapping):
-    return measurements
-  denominator = tf.cast(tf.maximum(client_count, 1), tf.float32)
-  result = collections.OrderedDict()
-  for key, value in measurements.items():
-    result[key] = _add_fractions(value, client_count)
-    if (
-        key.endswith('_count')
-        and key != 'client_count'
-        and tf.is_tensor(value)
-        and value.shape.rank == 0
-        and f'{key[:-len("_count")]}_fraction' not in measurements
-    ):
-      result[f'{key[:-len("_count")]}_fraction'] = tf.cast(value, tf.float32) / denominator
-  return result
-
-
-def _build_fraction_fn(state_type: Any, measurements_type: Any) -> Any:
-
-  @tff.tensorflow.computation(state_type, measurements_type, np.int32)
-  def add_client_fractions(state, measurements, client_count):
-    del state  # Unused.
-    extended = _add_fractions(measurements, client_count)
-    if not isinstance(extended, Mapping):  # E.g. MeanFactory's empty measurements.
-      extended = collections.OrderedDict()
-    extended.setdefault('client_count', client_count)
-    return extended
-
-  return add_client_fractions
-
-
-def with_client_fractions(aggregation_factory: Factory) -> Factory:
-  """Adds `client_count`, and `<what>_fraction = <what>_count / client_count` measurements.
-
-  TFF's clipping, zeroing and secure-sum layers report how many clients they
-  clipped or zeroed; a fraction is what compares across runs with different
-  numbers of clients per round.
-
-  Args:
-    aggregation_factory: A weighted or unweighted TFF aggregation factory.
-
-  Returns:
-    A factory of the same kind with the extra measurements (top-level
-    `client_count`, int32; each fraction float32, next to its count).
-  """
-  return _extend_measurements(aggregation_factory, _build_fraction_fn)
-
-
-def _build_dp_noise_fn(state_type: Any, measurements_type: Any) -> Any:
-
-  @tff.tensorflow.computation(state_type, measurements_type, np.int32)
-  def add_noise_measurements(state, measurements, client_count):
-    del client_count  # Unused.
-    # `state` is TFF's DPAggregatorState *before* this round, i.e. the query state
-    # whose clip and noise this round used: NormalizedQuery(numerator, denominator)
-    # whose numerator is a GaussianSumQuery (fixed clip) or a
-    # QuantileAdaptiveClipSumQuery holding one (`sum_state`).
-    query_state = state.query_state
-    gaussian_state = query_state.numerator_state
-    if hasattr(gaussian_state, 'sum_state'):
-      gaussian_state = gaussian_state.sum_state
-    extended = collections.OrderedDict(measurements)
-    extended['clip_norm'] = gaussian_state.l2_norm_clip
-    # Noise N(0, stddev^2) is added to the clipped sum, which is then divided by
-    # the expected number of clients per round.
-    extended['noise_stddev'] = gaussian_state.stddev / query_state.denominator
-    return extended
-
-  return add_noise_measurements
-
-
-# ---------------------------------------------------------------------------
-# Constructors.
-# ---------------------------------------------------------------------------
-
-
 def _check_positive(value: float, name: str) -> float:
   if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
     raise ValueError(f'{name} must be a positive number, got {value!r}')
@@ -338,7 +182,7 @@ def mean() -> tff.aggregators.WeightedAggregationFactory:
   Returns:
     A `tff.aggregators.WeightedAggregationFactory`.
   """
-  return with_client_fractions(tff.aggregators.MeanFactory())
+  return aggregation_measurements.with_client_fractions(tff.aggregators.MeanFactory())
 
 
 def unweighted_mean() -> tff.aggregators.UnweightedAggregationFactory:
@@ -347,7 +191,7 @@ def unweighted_mean() -> tff.aggregators.UnweightedAggregationFactory:
   Returns:
     A `tff.aggregators.UnweightedAggregationFactory`.
   """
-  return with_client_fractions(tff.aggregators.UnweightedMeanFactory())
+  return aggregation_measurements.with_client_fractions(tff.aggregators.UnweightedMeanFactory())
 
 
 def _adaptive_zeroing_norm() -> Any:
@@ -362,7 +206,11 @@ def _adaptive_zeroing_norm() -> Any:
 
 def _zeroed(inner: Factory, zeroing_norm: float | None) -> Factory:
   """Wraps `inner` in TFF's zeroing: adaptive if `zeroing_norm` is None, else fixed."""
-  norm = _adaptive_zeroing_norm() if zeroing_norm is None else _check_positive(zeroing_norm, 'zeroing_norm')
+  norm = (
+      _adaptive_zeroing_norm()
+      if zeroing_norm is None
+      else _check_positive(zeroing_norm, 'zeroing_norm')
+  )
   return tff.aggregators.zeroing_factory(norm, inner)
 
 
@@ -411,9 +259,16 @@ def robust(
     A `WeightedAggregationFactory` if `weighted`, else an `UnweightedAggregationFactory`.
 
   Raises:
-    ValueError: For a non-positive norm or learning rate, or a quantile outside (0, 1).
+    ValueError: For a non-positive norm or learning rate, a quantile outside (0, 1),
+      or clipping (zeroing) options with clipping (zeroing) turned off.
   """
-  aggregation_factory = tff.aggregators.MeanFactory() if weighted else tff.aggregators.UnweightedMeanFactory()
+  if not clipping and (clip_norm is not None or adaptive):
+    raise ValueError('clip_norm and adaptive configure clipping; they need clipping=True')
+  if not zeroing and zeroing_norm is not None:
+    raise ValueError('zeroing_norm configures zeroing; it needs zeroing=True')
+  aggregation_factory = (
+      tff.aggregators.MeanFactory() if weighted else tff.aggregators.UnweightedMeanFactory()
+  )
   if clipping:
     if adaptive or clip_norm is None:
       norm = tff.aggregators.PrivateQuantileEstimationProcess.no_noise(
@@ -426,14 +281,16 @@ def robust(
     aggregation_factory = tff.aggregators.clipping_factory(norm, aggregation_factory)
   if zeroing:
     aggregation_factory = _zeroed(aggregation_factory, zeroing_norm)
-  return with_client_fractions(aggregation_factory)
+  return aggregation_measurements.with_client_fractions(aggregation_factory)
 
 
-def _dp_with_measurements(dp_factory: Any, zeroing: bool) -> tff.aggregators.UnweightedAggregationFactory:
-  aggregation_factory = _extend_measurements(dp_factory, _build_dp_noise_fn)
+def _dp_with_measurements(
+    dp_factory: Any, zeroing: bool
+) -> tff.aggregators.UnweightedAggregationFactory:
+  aggregation_factory = aggregation_measurements.with_dp_noise(dp_factory)
   if zeroing:
     aggregation_factory = _zeroed(aggregation_factory, None)
-  return with_client_fractions(aggregation_factory)
+  return aggregation_measurements.with_client_fractions(aggregation_factory)
 
 
 def dp_fixed(
@@ -474,7 +331,9 @@ def dp_fixed(
   return _dp_with_measurements(dp_factory, zeroing)
 
 
-def dp_adaptive_max_noise_multiplier(clients_per_round: float, clipped_count_stddev: float | None = None) -> float:
+def dp_adaptive_max_noise_multiplier(
+    clients_per_round: float, clipped_count_stddev: float | None = None
+) -> float:
   """Largest noise multiplier `dp_adaptive` accepts (exclusive): 2 * clipped_count_stddev.
 
   TFF splits the privacy budget between the update sum (noise z_v) and the
@@ -544,7 +403,9 @@ def dp_adaptive(
   return _dp_with_measurements(dp_factory, zeroing)
 
 
-def compressed(*, quantization_bits: int = 8, threshold: int = 20000, weighted: bool = True) -> Factory:
+def compressed(
+    *, quantization_bits: int = 8, threshold: int = 20000, weighted: bool = True
+) -> Factory:
   """Mean of uniformly quantized client values. Weighted or unweighted (`weighted=`).
 
   Each client tensor t with more than `threshold` elements is sent as
@@ -574,11 +435,15 @@ def compressed(*, quantization_bits: int = 8, threshold: int = 20000, weighted: 
       quantization_bits=quantization_bits, threshold=threshold
   )
   if weighted:
-    return with_client_fractions(tff.aggregators.MeanFactory(encoded_sum))
-  return with_client_fractions(tff.aggregators.UnweightedMeanFactory(encoded_sum))
+    return aggregation_measurements.with_client_fractions(tff.aggregators.MeanFactory(encoded_sum))
+  return aggregation_measurements.with_client_fractions(
+      tff.aggregators.UnweightedMeanFactory(encoded_sum)
+  )
 
 
-def secure(*, bound: float, weighted: bool = True, max_weight: float = DEFAULT_MAX_WEIGHT) -> Factory:
+def secure(
+    *, bound: float, weighted: bool = True, max_weight: float = DEFAULT_MAX_WEIGHT
+) -> Factory:
   """Mean computed with TFF's secure sum of bounded values. Weighted or unweighted (`weighted=`).
 
   The server only sees the sum over clients: each client clips every coordinate
@@ -590,10 +455,13 @@ def secure(*, bound: float, weighted: bool = True, max_weight: float = DEFAULT_M
   |x_ij| <= B and w_i <= W is summed unclipped. Quantization error per client and
   coordinate: about 2 B (W) / 2^32.
 
+  Simulation needs `install_secure_simulation_context()` (TFF's default context
+  cannot run the secure-sum intrinsics).
+
   Measurements (besides `client_count`): under `mean_value`, TFF's
   `secure_upper_threshold`, `secure_lower_threshold`, and the numbers (and
   fractions) of clients with a coordinate clipped: `secure_upper_clipped_count`,
-  `secure_lower_clipped_count`.
+  `secure_lower_clipped_count`. Weighted, the value thresholds reported are B * W.
 
   Args:
     bound: B > 0, the bound on each coordinate of a client value.
@@ -618,9 +486,11 @@ def secure(*, bound: float, weighted: bool = True, max_weight: float = DEFAULT_M
   else:
     aggregation_factory = tff.aggregators.UnweightedMeanFactory(
         value_sum_factory=tff.aggregators.SecureSumFactory(bound),
-        count_sum_factory=tff.aggregators.SecureSumFactory(upper_bound_threshold=1, lower_bound_threshold=0),
+        count_sum_factory=tff.aggregators.SecureSumFactory(
+            upper_bound_threshold=1, lower_bound_threshold=0
+        ),
     )
-  return with_client_fractions(aggregation_factory)
+  return aggregation_measurements.with_client_fractions(aggregation_factory)
 
 
 def median() -> tff.aggregators.UnweightedAggregationFactory:
@@ -634,7 +504,7 @@ def median() -> tff.aggregators.UnweightedAggregationFactory:
   Returns:
     A `tff.aggregators.UnweightedAggregationFactory`.
   """
-  return with_client_fractions(robust_aggregation.median_factory())
+  return aggregation_measurements.with_client_fractions(robust_aggregation.median_factory())
 
 
 def trimmed_mean(*, trim_fraction: float) -> tff.aggregators.UnweightedAggregationFactory:
@@ -656,4 +526,6 @@ def trimmed_mean(*, trim_fraction: float) -> tff.aggregators.UnweightedAggregati
   Raises:
     ValueError: If `trim_fraction` is outside [0, 0.5).
   """
-  return with_client_fractions(robust_aggregation.trimmed_mean_factory(trim_fraction))
+  return aggregation_measurements.with_client_fractions(
+      robust_aggregation.trimmed_mean_factory(trim_fraction)
+  )

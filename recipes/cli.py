@@ -36,8 +36,11 @@ def run(main: Callable[[Sequence[str]], None]) -> None:
     if not flags.FLAGS['verbosity'].present:
       # TFF logs every model construction at INFO; a recipe shows progress itself.
       logging.set_verbosity(logging.WARNING)
-      import tensorflow as tf  # pylint: disable=g-import-not-at-top
-      tf.get_logger().setLevel('ERROR')
+      # Only if loaded: a binary that never uses TensorFlow (a benchmark driver) must not
+      # pay seconds to import it just to quiet it.
+      tf = sys.modules.get('tensorflow')
+      if tf is not None:
+        tf.get_logger().setLevel('ERROR')
     main(argv)
 
   def flags_parser(argv: list[str]) -> list[str]:

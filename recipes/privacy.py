@@ -64,14 +64,15 @@ def _validate(*, sampling_rate: float, rounds: int, delta: float) -> None:
 def _event(noise_multiplier: float, sampling_rate: float, rounds: int) -> dp_accounting.DpEvent:
   return dp_accounting.SelfComposedDpEvent(
       dp_accounting.PoissonSampledDpEvent(
-          sampling_probability=sampling_rate,
-          event=dp_accounting.GaussianDpEvent(noise_multiplier),
+          sampling_probability=sampling_rate, event=dp_accounting.GaussianDpEvent(noise_multiplier)
       ),
       rounds,
   )
 
 
-def epsilon_spent(*, noise_multiplier: float, sampling_rate: float, rounds: int, delta: float) -> float:
+def epsilon_spent(
+    *, noise_multiplier: float, sampling_rate: float, rounds: int, delta: float
+) -> float:
   """Epsilon of `rounds` Poisson-sampled Gaussian rounds at the given delta (RDP accountant).
 
   Args:
@@ -120,10 +121,17 @@ def noise_multiplier_for_epsilon(
       z = 1e4 does not reach it.
   """
   _validate(sampling_rate=sampling_rate, rounds=rounds, delta=delta)
-  if not (isinstance(target_epsilon, (int, float)) and math.isfinite(target_epsilon) and target_epsilon > 0):
+  if not (
+      isinstance(target_epsilon, (int, float))
+      and math.isfinite(target_epsilon)
+      and target_epsilon > 0
+  ):
     raise UserError(f'target epsilon must be a positive number, got {target_epsilon!r}')
   smallest = epsilon_spent(
-      noise_multiplier=_MAX_NOISE_MULTIPLIER, sampling_rate=sampling_rate, rounds=rounds, delta=delta
+      noise_multiplier=_MAX_NOISE_MULTIPLIER,
+      sampling_rate=sampling_rate,
+      rounds=rounds,
+      delta=delta,
   )
   if smallest > target_epsilon:
     raise UserError(

@@ -53,7 +53,17 @@ def _check_value_type(value_type: Any) -> None:
   """Raises TypeError unless `value_type` is a structure of fixed-shape floats."""
   if isinstance(value_type, tff.FederatedType) or not tff.types.is_structure_of_floats(value_type):
     raise TypeError(
-        f'Coordinate-wise aggregation needs a non-federated structure of float tensors, got {value_type}.'
+        'Coordinate-wise aggregation needs a non-federated structure of float tensors, '
+        f'got {value_type}.'
+    )
+  # Structures must carry their Python container (as tff.learning's model weights
+  # do): the stacked values are built and unpacked with tf.nest.
+  if not tff.types.contains_only(
+      value_type, lambda t: isinstance(t, (tff.TensorType, tff.StructWithPythonType))
+  ):
+    raise TypeError(
+        'Coordinate-wise aggregation needs tensors in Python containers (list, dict, ...), '
+        f'got {value_type}.'
     )
   for tensor_type in tf.nest.flatten(tff.types.type_to_tf_tensor_specs(value_type)):
     if not tensor_type.shape.is_fully_defined():
@@ -148,7 +158,9 @@ class CoordinatewiseFactory(tff.aggregators.UnweightedAggregationFactory):
     Raises:
       ValueError: If `trim_fraction` is outside [0, 0.5).
     """
-    if trim_fraction is not None and not (0.0 <= trim_fraction < 0.5 and math.isfinite(trim_fraction)):
+    if trim_fraction is not None and not (
+        0.0 <= trim_fraction < 0.5 and math.isfinite(trim_fraction)
+    ):
       raise ValueError(f'trim_fraction must be in [0, 0.5), got {trim_fraction}.')
     self._trim_fraction = None if trim_fraction is None else float(trim_fraction)
 
@@ -204,7 +216,10 @@ class CoordinatewiseFactory(tff.aggregators.UnweightedAggregationFactory):
       # builders require result type == value type.
       result = tf.nest.pack_sequence_as(
           value_specs,
-          [tf.ensure_shape(t, s.shape) for t, s in zip(tf.nest.flatten(result), tf.nest.flatten(value_specs))],
+          [
+              tf.ensure_shape(t, s.shape)
+              for t, s in zip(tf.nest.flatten(result), tf.nest.flatten(value_specs))
+          ],
       )
       non_finite = tf.zeros([n], tf.bool)
       for leaf in leaves:

@@ -20,16 +20,20 @@ import os
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import dataclasses  # noqa: E402
+import pathlib  # noqa: E402
 from typing import Sequence  # noqa: E402
 
 from absl import flags  # noqa: E402
+import tensorflow as tf  # noqa: E402
 import tqdm  # noqa: E402
 
 from recipes import cli  # noqa: E402
 from recipes import outputs  # noqa: E402
 from recipes.errors import UserError  # noqa: E402
 from recipes.vertical import data  # noqa: E402
+from recipes.vertical import experiment  # noqa: E402
 from recipes.vertical import metrics  # noqa: E402
+from recipes.vertical import secure_sum  # noqa: E402
 
 # Task and parties.
 _TASK = flags.DEFINE_enum('task', 'digits', list(data.TASKS), 'Dataset split across the parties.')
@@ -59,7 +63,11 @@ _ROOT_OUTPUT_DIR = flags.DEFINE_string('root_output_dir', 'runs', 'Where experim
 
 
 def _validate_flags() -> None:
-  """Checks what absl's bounds cannot express, before anything slow happens."""
+  """Checks what absl's bounds cannot express, before anything slow happens.
+
+  (TensorFlow is imported at the top, not lazily: importing Keras after absl has parsed the
+  flags breaks `tf.keras.Sequential` in TF 2.14.)
+  """
   if not 0 < _OVERLAP.value <= 1:
     raise UserError(f'--overlap must be in (0, 1], got {_OVERLAP.value}')
   if not 0 < _TEST_FRACTION.value < 1:
@@ -76,13 +84,64 @@ def _metrics_table(scores: dict[str, dict[str, float]]) -> str:
   return '\n'.join([header, *rows])
 
 
+def _print_alignment(aligned: experiment.Aligned) -> None:
+  psi_info = aligned.psi_summary()
+  sizes = ', '.join(f'{party} {size}' for party, size in psi_info['set_sizes'].items())
+  print(f'PSI: {sizes} IDs -> {psi_info["intersection_size"]} common in {psi_info["seconds"]:.2f} s '
+        f'({psi_info["messages"]} messages, {psi_info["bytes"] / 1e3:.0f} kB, no raw IDs)')
+  print(f'Rows: {len(aligned.split.train_labels)} train / {len(aligned.split.test_labels)} test; '
+        f'secure aggregation: {"on" if aligned.config.secure_aggregation else "off"}', flush=True)
+
+
+def _train_with_progress(aligned: experiment.Aligned) -> experiment.Result:
+  epochs = aligned.config.epochs
+  with tqdm.tqdm(total=epochs, desc='vertical model', unit='epoch') as bar:
+
+    def on_epoch(epoch: int, loss: float, accuracy: float) -> None:
+      bar.set_postfix(loss=f'{loss:.4f}', test_accuracy=f'{accuracy:.4f}')
+      bar.update()
+      if epoch == epochs:
+        bar.close()
+        print('training the baselines (centralized, label-party-only)...', flush=True)
+
+    return experiment.train_and_evaluate(aligned, on_epoch=on_epoch)
+
+
+def _write_outputs(result: experiment.Result, out: pathlib.Path, name: str) -> None:
+  """metrics.csv (curves per epoch), summary.json (metrics, PSI, config), curves.png."""
+  aligned, config = result.aligned, result.aligned.config
+  epochs = list(range(1, config.epochs + 1))
+  outputs.write_csv(out / 'metrics.csv', [
+      {'epoch': epoch, **{f'{model}_{key}': round(getattr(trained, key)[epoch - 1], 6)
+                          for model, trained in result.trained.items()
+                          for key in ('train_loss', 'test_accuracy')}}
+      for epoch in epochs
+  ])
+  outputs.write_json(out / 'summary.json', {
+      'config': dataclasses.asdict(config) | {'experiment_name': name},
+      'task': aligned.dataset.description,
+      'parties': {party.name: {'ids': len(party.ids), 'features': len(party.feature_names),
+                               'holds_labels': party.labels is not None} for party in aligned.dataset.parties},
+      'psi': aligned.psi_summary(),
+      'secure_aggregation': {
+          'enabled': config.secure_aggregation,
+          'scheme': 'pairwise additive masks (X25519 + HKDF-SHA256 keys, ChaCha20 masks) over Z_2^64',
+          'fixed_point_fraction_bits': secure_sum.DEFAULT_FRACTION_BITS,
+      },
+      'rows': {'train': len(aligned.split.train_labels), 'test': len(aligned.split.test_labels)},
+      'models': {model: {**scores, 'train_seconds': result.trained[model].train_seconds}
+                 for model, scores in result.metrics.items()},
+  })
+  outputs.plot_curves(
+      {model: (epochs, trained.test_accuracy) for model, trained in result.trained.items()},
+      out / 'curves.png', title=f'Vertical FL on {config.task}, {config.num_parties} parties', xlabel='epoch',
+      ylabel='test accuracy',
+      panels=[('train loss', {model: (epochs, trained.train_loss) for model, trained in result.trained.items()})])
+
+
 def main(argv: Sequence[str]) -> None:
   del argv
   _validate_flags()
-  # Imported only now, so that bad flags fail fast without loading TensorFlow.
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from recipes.vertical import experiment  # pylint: disable=g-import-not-at-top
-
   # Each party's step functions trace once; TF would warn about "retracing" across parties.
   tf.get_logger().setLevel('ERROR')
   config = experiment.Config(
@@ -92,47 +151,12 @@ def main(argv: Sequence[str]) -> None:
       embedding_dim=_EMBEDDING_DIM.value, test_fraction=_TEST_FRACTION.value, seed=_SEED.value)
   name = _EXPERIMENT_NAME.value or f'vertical_{config.task}_{config.num_parties}p'
 
-  with tqdm.tqdm(total=config.epochs, desc='vertical model', unit='epoch') as bar:
-
-    def on_epoch(epoch: int, loss: float, accuracy: float) -> None:
-      del epoch
-      bar.set_postfix(loss=f'{loss:.4f}', test_accuracy=f'{accuracy:.4f}')
-      bar.update()
-
-    result = experiment.run(config, on_epoch=on_epoch)
-
-  psi_info = result.psi_summary()
-  sizes = ', '.join(f'{party} {size}' for party, size in psi_info['set_sizes'].items())
-  print(f'PSI: {sizes} IDs -> {psi_info["intersection_size"]} common in {psi_info["seconds"]:.2f} s '
-        f'({psi_info["messages"]} messages, {psi_info["bytes"] / 1e3:.0f} kB, no raw IDs)')
-  print(f'Rows: {len(result.split.train_labels)} train / {len(result.split.test_labels)} test; '
-        f'secure aggregation: {"on" if config.secure_aggregation else "off"}')
+  aligned = experiment.align(config)
+  _print_alignment(aligned)
+  result = _train_with_progress(aligned)
   print(_metrics_table(result.metrics))
-
   out = outputs.experiment_dir(_ROOT_OUTPUT_DIR.value, name)
-  epochs = range(1, config.epochs + 1)
-  outputs.write_csv(out / 'metrics.csv', [
-      {'epoch': epoch, **{f'{model}_{key}': round(getattr(trained, key)[epoch - 1], 6)
-                          for model, trained in result.trained.items()
-                          for key in ('train_loss', 'test_accuracy')}}
-      for epoch in epochs
-  ])
-  outputs.write_json(out / 'summary.json', {
-      'config': dataclasses.asdict(config) | {'experiment_name': name},
-      'task': result.dataset.description,
-      'parties': {party.name: {'ids': len(party.ids), 'features': len(party.feature_names),
-                               'holds_labels': party.labels is not None} for party in result.dataset.parties},
-      'psi': psi_info,
-      'rows': {'train': len(result.split.train_labels), 'test': len(result.split.test_labels)},
-      'models': {model: {**scores, 'train_seconds': result.trained[model].train_seconds}
-                 for model, scores in result.metrics.items()},
-  })
-  outputs.plot_curves(
-      {model: (list(epochs), trained.test_accuracy) for model, trained in result.trained.items()},
-      out / 'curves.png', title=f'Vertical FL on {config.task}, {config.num_parties} parties', xlabel='epoch',
-      ylabel='test accuracy',
-      panels=[('train loss', {model: (list(epochs), trained.train_loss)
-                              for model, trained in result.trained.items()})])
+  _write_outputs(result, out, name)
   print(f'Outputs: {out}')
 
 

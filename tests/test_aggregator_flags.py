@@ -1,4 +1,4 @@
-"""`--aggregator` selection: validation errors, factory kinds, flags, and runs inside tff.learning."""
+"""`--aggregator` selection: validation, factory kinds, flags, and runs inside tff.learning."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def test_weighted_recipe_gets_weighted_factory(name):
   assert isinstance(factory, tff.aggregators.WeightedAggregationFactory)
 
 
-@pytest.mark.parametrize('name', [n for n in aggregators.AGGREGATORS if n != 'mean'])
+@pytest.mark.parametrize('name', aggregators.AGGREGATORS)
 def test_unweighted_recipe_gets_unweighted_factory(name):
   factory = build(name, weighted=False, clients_per_round=10, **_REQUIRED.get(name, {}))
   assert isinstance(factory, tff.aggregators.UnweightedAggregationFactory)
@@ -46,40 +46,49 @@ def test_unweighted_recipe_gets_unweighted_factory(name):
 # --- validation ------------------------------------------------------------------------------------
 
 
+_DP_OK = dict(noise_multiplier=1.0, clip_norm=1.0)
+
+
 @pytest.mark.parametrize(
-    'name, weighted, options, message',
+    'name, options, message',
     [
-        ('mean', False, {}, '--aggregator=mean is a weighted mean .* use --aggregator=unweighted_mean'),
-        ('krum', True, {}, 'unknown --aggregator=krum'),
-        ('mean', True, dict(noise_multiplier=1.0), '--noise_multiplier only applies to --aggregator=dp_fixed or dp_adaptive'),
-        ('robust', True, dict(target_epsilon=3.0), '--target_epsilon only applies to'),
-        ('median', True, dict(trim_fraction=0.1), '--trim_fraction only applies to --aggregator=trimmed_mean'),
-        ('mean', True, dict(quantization_bits=4), '--quantization_bits only applies to --aggregator=compressed'),
-        ('robust', True, dict(secure_bound=1.0), '--secure_bound only applies to --aggregator=secure'),
-        ('dp_fixed', True, dict(noise_multiplier=1.0, clip_norm=1.0, adaptive_clipping=True), 'dp_adaptive always adapts'),
-        ('unweighted_mean', False, dict(clip_norm=1.0), '--clip_norm only applies to'),
-        ('trimmed_mean', False, dict(trim_fraction=0.5), r'--trim_fraction must be in \[0, 0.5\)'),
-        ('trimmed_mean', False, dict(trim_fraction=-0.1), r'--trim_fraction must be in \[0, 0.5\)'),
-        ('trimmed_mean', False, dict(trim_fraction=0.05), 'trims nothing with 10 clients per round'),
-        ('dp_fixed', True, dict(clip_norm=1.0), 'needs exactly one of --noise_multiplier and --target_epsilon'),
-        ('dp_fixed', True, dict(clip_norm=1.0, noise_multiplier=1.0, target_epsilon=2.0), 'exactly one of'),
-        ('dp_fixed', True, dict(noise_multiplier=1.0), 'dp_fixed needs --clip_norm'),
-        ('dp_fixed', True, dict(noise_multiplier=-1.0, clip_norm=1.0), '--noise_multiplier must be >= 0'),
-        ('dp_fixed', True, dict(noise_multiplier=1.0, clip_norm=0.0), '--clip_norm must be a positive number'),
-        ('dp_adaptive', True, dict(noise_multiplier=1.0), 'needs more than 10 clients per round'),
-        ('dp_adaptive', True, dict(noise_multiplier=0.5, target_delta=2.0), r'--target_delta must be in \(0, 1\)'),
-        ('dp_fixed', True, dict(clip_norm=1.0, target_epsilon=1.0), '--target_epsilon needs the number of clients'),
-        ('robust', True, dict(clip_norm=1.0, target_quantile=0.5), '--target_quantile needs adaptive clipping'),
-        ('robust', True, dict(target_quantile=1.5), r'--target_quantile must be in \(0, 1\)'),
-        ('compressed', True, dict(quantization_bits=0), r'--quantization_bits must be an integer in \[1, 16\]'),
-        ('secure', True, {}, '--aggregator=secure needs --secure_bound'),
-        ('secure', True, dict(secure_bound=-1.0), '--secure_bound must be a positive number'),
+        ('krum', {}, 'unknown --aggregator=krum'),
+        # Options that do not apply to the aggregator.
+        ('mean', dict(noise_multiplier=1.0), '--noise_multiplier only applies to --aggregator=dp_'),
+        ('robust', dict(target_epsilon=3.0), '--target_epsilon only applies to'),
+        ('median', dict(trim_fraction=0.1), '--trim_fraction only applies to .*trimmed_mean'),
+        ('mean', dict(quantization_bits=4), '--quantization_bits only applies to .*compressed'),
+        ('robust', dict(secure_bound=1.0), '--secure_bound only applies to --aggregator=secure'),
+        ('dp_fixed', dict(_DP_OK, adaptive_clipping=True), 'dp_adaptive always adapts'),
+        ('unweighted_mean', dict(clip_norm=1.0), '--clip_norm only applies to'),
+        # Values out of range, or missing.
+        ('trimmed_mean', dict(trim_fraction=0.5), r'--trim_fraction must be in \[0, 0.5\)'),
+        ('trimmed_mean', dict(trim_fraction=-0.1), r'--trim_fraction must be in \[0, 0.5\)'),
+        ('trimmed_mean', dict(trim_fraction=0.05), 'trims nothing with 10 clients per round'),
+        ('dp_fixed', dict(clip_norm=1.0), 'needs exactly one of --noise_multiplier and --target_'),
+        ('dp_fixed', dict(_DP_OK, target_epsilon=2.0), 'exactly one of'),
+        ('dp_fixed', dict(noise_multiplier=1.0), 'dp_fixed needs --clip_norm'),
+        ('dp_fixed', dict(_DP_OK, noise_multiplier=-1.0), '--noise_multiplier must be >= 0'),
+        ('dp_fixed', dict(_DP_OK, clip_norm=0.0), '--clip_norm must be a positive number'),
+        ('dp_adaptive', dict(noise_multiplier=1.0), 'needs more than 10 clients per round'),
+        ('dp_adaptive', dict(noise_multiplier=0.5, target_delta=2.0), r'--target_delta must be in'),
+        ('dp_fixed', dict(clip_norm=1.0, target_epsilon=1.0), '--target_epsilon needs the number'),
+        ('robust', dict(clip_norm=1.0, target_quantile=0.5), '--target_quantile needs adaptive'),
+        ('robust', dict(target_quantile=1.5), r'--target_quantile must be in \(0, 1\)'),
+        ('compressed', dict(quantization_bits=0), r'--quantization_bits must be an integer in'),
+        ('secure', {}, '--aggregator=secure needs --secure_bound'),
+        ('secure', dict(secure_bound=-1.0), '--secure_bound must be a positive number'),
     ],
 )
-def test_invalid_combinations_fail_with_one_line(name, weighted, options, message):
+def test_invalid_combinations_fail_with_one_line(name, options, message):
   with pytest.raises(UserError, match=message) as error:
-    build(name, weighted=weighted, clients_per_round=10, **options)
+    build(name, weighted=True, clients_per_round=10, **options)
   assert '\n' not in str(error.value)
+
+
+def test_mean_follows_the_recipe_weighting():
+  assert aggregators.is_weighted(build('mean', weighted=True, clients_per_round=10))
+  assert not aggregators.is_weighted(build('mean', weighted=False, clients_per_round=10))
 
 
 def test_clients_per_round_must_be_positive():
@@ -88,21 +97,24 @@ def test_clients_per_round_must_be_positive():
 
 
 def test_target_epsilon_picks_the_noise_multiplier():
-  options = dict(clients_per_round=10, num_clients=1000, total_rounds=100, target_epsilon=2.0, target_delta=1e-5)
+  options = dict(
+      clients_per_round=10, num_clients=1000, total_rounds=100, target_epsilon=2.0, target_delta=1e-5
+  )
   guarantee = aggregator_flags.privacy_guarantee('dp_fixed', **options)
   assert guarantee.epsilon == pytest.approx(2.0, rel=1e-3)
   assert guarantee.epsilon <= 2.0
-  expected = privacy.noise_multiplier_for_epsilon(target_epsilon=2.0, sampling_rate=0.01, rounds=100, delta=1e-5)
+  expected = privacy.noise_multiplier_for_epsilon(
+      target_epsilon=2.0, sampling_rate=0.01, rounds=100, delta=1e-5
+  )
   assert guarantee.noise_multiplier == pytest.approx(expected)
   factory = build('dp_fixed', weighted=False, clip_norm=1.0, **options)
   assert isinstance(factory, tff.aggregators.UnweightedAggregationFactory)
 
 
 def test_privacy_guarantee_only_for_dp():
-  assert aggregator_flags.privacy_guarantee('mean', clients_per_round=10, num_clients=100, total_rounds=5) is None
-  guarantee = aggregator_flags.privacy_guarantee(
-      'dp_adaptive', clients_per_round=10, num_clients=100, total_rounds=5, noise_multiplier=0.8
-  )
+  common = dict(clients_per_round=10, num_clients=100, total_rounds=5)
+  assert aggregator_flags.privacy_guarantee('mean', **common) is None
+  guarantee = aggregator_flags.privacy_guarantee('dp_adaptive', noise_multiplier=0.8, **common)
   assert guarantee.delta == pytest.approx(100**-1.1)
   assert guarantee.sampling_rate == pytest.approx(0.1)
 
@@ -166,7 +178,8 @@ def _client_data() -> list[tf.data.Dataset]:
 @pytest.fixture(scope='module')
 def secure_context():
   """TFF's test context: runs secure-sum intrinsics as plain sums (the default context cannot)."""
-  with tff.framework.get_context_stack().install(tff.backends.test.create_sync_test_cpp_execution_context()):
+  context = tff.backends.test.create_sync_test_cpp_execution_context()
+  with tff.framework.get_context_stack().install(context):
     yield
 
 
@@ -200,9 +213,13 @@ def test_aggregator_runs_in_learning_process(name, builder, measurement_path, se
   weighted = builder != 'unweighted_fed_avg'
   factory = build(name, weighted=weighted, clients_per_round=3, **_OPTIONS.get(name, {}))
   if builder == 'weighted_fed_avg':
-    process = tff.learning.algorithms.build_weighted_fed_avg(_model_fn, optimizer, model_aggregator=factory)
+    process = tff.learning.algorithms.build_weighted_fed_avg(
+        _model_fn, optimizer, model_aggregator=factory
+    )
   elif builder == 'unweighted_fed_avg':
-    process = tff.learning.algorithms.build_unweighted_fed_avg(_model_fn, optimizer, model_aggregator=factory)
+    process = tff.learning.algorithms.build_unweighted_fed_avg(
+        _model_fn, optimizer, model_aggregator=factory
+    )
   else:
     process = tff.learning.algorithms.build_fed_sgd(_model_fn, model_aggregator=factory)
   output = process.next(process.initialize(), _client_data())
@@ -212,4 +229,5 @@ def test_aggregator_runs_in_learning_process(name, builder, measurement_path, se
   for key in measurement_path:
     leaf = leaf[key]
   assert np.isfinite(leaf)
-  assert all(np.all(np.isfinite(w)) for w in process.get_model_weights(output.state).trainable)
+  trainable = process.get_model_weights(output.state).trainable
+  assert all(np.all(np.isfinite(w)) for w in trainable)

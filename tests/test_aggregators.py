@@ -1,7 +1,7 @@
 """Arithmetic of every aggregator on hand-made client values.
 
-The factories' processes run in TFF's local simulation: `process.next(state, client_values[, weights])`
-takes one Python value per client.
+The factories' processes run in TFF's local simulation:
+`process.next(state, client_values[, weights])` takes one Python value per client.
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ def f32(*values: float) -> np.ndarray:
   return np.array(values, np.float32)
 
 
-def run_round(factory: Any, value_type: Any, values: Sequence[Any], weights: Sequence[float] | None = None) -> Any:
+def run_round(
+    factory: Any, value_type: Any, values: Sequence[Any], weights: Sequence[float] | None = None
+) -> Any:
   """One `next` of the factory's process from its initial state."""
   if aggregators.is_weighted(factory):
     process = factory.create(value_type, WEIGHT_TYPE)
@@ -42,7 +44,9 @@ def run_round(factory: Any, value_type: Any, values: Sequence[Any], weights: Seq
 @pytest.fixture(scope='module')
 def secure_context():
   """TFF's test context: runs secure-sum intrinsics as plain sums (the default context cannot)."""
-  with tff.framework.get_context_stack().install(tff.backends.test.create_sync_test_cpp_execution_context()):
+  with tff.framework.get_context_stack().install(
+      tff.backends.test.create_sync_test_cpp_execution_context()
+  ):
     yield
 
 
@@ -77,7 +81,9 @@ def test_unweighted_mean_ignores_nothing_but_weights():
     ],
 )
 def test_median_of_scalars(values, expected):
-  output = run_round(aggregators.median(), tff.TensorType(np.float32), [np.float32(v) for v in values])
+  output = run_round(
+      aggregators.median(), tff.TensorType(np.float32), [np.float32(v) for v in values]
+  )
   assert output.result == pytest.approx(expected)
   assert output.measurements['client_count'] == len(values)
   assert output.measurements['non_finite_client_count'] == int(np.isnan(values).sum())
@@ -132,7 +138,9 @@ def test_trimmed_mean_rejects_bad_fraction(trim_fraction):
 
 def test_median_in_weighted_form_ignores_weights():
   factory = aggregators.for_recipe(aggregators.median(), weighted=True)
-  output = run_round(factory, vector_type(1), [f32(1), f32(2), f32(100)], weights=[1.0, 1.0, 1000.0])
+  output = run_round(
+      factory, vector_type(1), [f32(1), f32(2), f32(100)], weights=[1.0, 1.0, 1000.0]
+  )
   np.testing.assert_allclose(output.result, [2.0])
 
 
@@ -182,8 +190,12 @@ def test_default_robust_adapts_clip_and_zeroes_corrupt_client():
 # --- differential privacy ----------------------------------------------------------------------
 
 
-def empirical_noise_std(noise_multiplier: float, *, clip_norm: float, clients: int, dim: int) -> tuple[float, Any]:
-  factory = aggregators.dp_fixed(noise_multiplier=noise_multiplier, clients_per_round=clients, clip_norm=clip_norm)
+def empirical_noise_std(
+    noise_multiplier: float, *, clip_norm: float, clients: int, dim: int
+) -> tuple[float, Any]:
+  factory = aggregators.dp_fixed(
+      noise_multiplier=noise_multiplier, clients_per_round=clients, clip_norm=clip_norm
+  )
   # All clients send zeros, so the aggregate is pure noise: N(0, (z C)^2) / m per coordinate.
   output = run_round(factory, vector_type(dim), [np.zeros(dim, np.float32)] * clients)
   return float(np.std(output.result)), output.measurements
@@ -209,7 +221,9 @@ def test_dp_clips_each_client():
 
 
 def test_dp_adaptive_reports_clip_and_noise():
-  factory = aggregators.dp_adaptive(noise_multiplier=0.5, clients_per_round=10, initial_clip_norm=0.1)
+  factory = aggregators.dp_adaptive(
+      noise_multiplier=0.5, clients_per_round=10, initial_clip_norm=0.1
+  )
   output = run_round(factory, vector_type(3), [f32(1, 0, 0)] * 10)
   assert output.measurements['clip_norm'] == pytest.approx(0.1)
   # TFF raises the update noise to z_v = (z^-2 - (2 * 0.05 * m)^-2)^-1/2 = (4 - 1)^-1/2.
@@ -242,7 +256,12 @@ def test_quantization_error_within_one_step(bits):
 
 def test_small_tensors_are_not_quantized():
   values = [f32(0.1234567, -3.5), f32(2.5, 0.0)]
-  output = run_round(aggregators.compressed(quantization_bits=1, threshold=20000), vector_type(2), values, [1.0, 3.0])
+  output = run_round(
+      aggregators.compressed(quantization_bits=1, threshold=20000),
+      vector_type(2),
+      values,
+      [1.0, 3.0],
+  )
   np.testing.assert_allclose(output.result, (values[0] + 3 * values[1]) / 4, rtol=1e-6)
 
 
@@ -267,7 +286,9 @@ def test_secure_sum_equals_the_sum(secure_context):
 
 def test_secure_clips_into_bounds(secure_context):
   del secure_context
-  output = run_round(aggregators.secure(bound=10.0, weighted=False), vector_type(1), [f32(-50), f32(4)])
+  output = run_round(
+      aggregators.secure(bound=10.0, weighted=False), vector_type(1), [f32(-50), f32(4)]
+  )
   np.testing.assert_allclose(output.result, [(-10 + 4) / 2], atol=1e-5)
   assert output.measurements['mean_value']['secure_lower_clipped_count'] == 1
   assert output.measurements['mean_value']['secure_lower_clipped_fraction'] == pytest.approx(0.5)
@@ -285,11 +306,15 @@ def test_secure_weighted_mean(secure_context):
 
 
 def test_weighting_table_matches_the_factories():
-  assert aggregators.weighting('mean') is aggregators.Weighting.WEIGHTED
+  assert aggregators.weighting('mean') is aggregators.Weighting.EITHER
   assert aggregators.weighting('median') is aggregators.Weighting.UNWEIGHTED
   assert aggregators.weighting('robust') is aggregators.Weighting.EITHER
   assert aggregators.is_weighted(aggregators.mean())
-  for unweighted in (aggregators.unweighted_mean(), aggregators.median(), aggregators.trimmed_mean(trim_fraction=0.1)):
+  for unweighted in (
+      aggregators.unweighted_mean(),
+      aggregators.median(),
+      aggregators.trimmed_mean(trim_fraction=0.1),
+  ):
     assert not aggregators.is_weighted(unweighted)
   with pytest.raises(TypeError):
     aggregators.for_recipe(aggregators.mean(), weighted=False)

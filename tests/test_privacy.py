@@ -14,7 +14,9 @@ from recipes.errors import UserError
 def test_published_reference_value():
   # tensorflow_privacy's compute_dp_sgd_privacy test case "Test0": N = 60000, batch 150,
   # z = 1.3, 15 epochs (6000 steps, q = 0.0025), delta = 1e-5 -> epsilon 0.7242234026109595.
-  epsilon = privacy.epsilon_spent(noise_multiplier=1.3, sampling_rate=150 / 60000, rounds=6000, delta=1e-5)
+  epsilon = privacy.epsilon_spent(
+      noise_multiplier=1.3, sampling_rate=150 / 60000, rounds=6000, delta=1e-5
+  )
   assert epsilon == pytest.approx(0.7242234026109595, rel=1e-6)
 
 
@@ -24,7 +26,9 @@ def test_matches_dp_accounting_directly():
       dp_accounting.PoissonSampledDpEvent(0.01, dp_accounting.GaussianDpEvent(1.1)), count=500
   )
   expected = accountant.get_epsilon(1e-6)
-  assert privacy.epsilon_spent(noise_multiplier=1.1, sampling_rate=0.01, rounds=500, delta=1e-6) == pytest.approx(expected)
+  assert privacy.epsilon_spent(
+      noise_multiplier=1.1, sampling_rate=0.01, rounds=500, delta=1e-6
+  ) == pytest.approx(expected)
 
 
 def test_full_participation_is_close_to_the_gaussian_rdp_bound():
@@ -51,7 +55,10 @@ def test_epsilon_grows_with_rounds_and_sampling_and_falls_with_noise():
 
 
 def test_zero_noise_is_no_privacy():
-  assert privacy.epsilon_spent(noise_multiplier=0.0, sampling_rate=0.1, rounds=3, delta=1e-5) == math.inf
+  assert (
+      privacy.epsilon_spent(noise_multiplier=0.0, sampling_rate=0.1, rounds=3, delta=1e-5)
+      == math.inf
+  )
 
 
 @pytest.mark.parametrize('target_epsilon', [0.5, 2.0, 8.0])
@@ -66,9 +73,15 @@ def test_noise_multiplier_for_epsilon_round_trips(target_epsilon):
 
 
 def test_guarantee_from_either_side():
-  by_noise = privacy.guarantee(clients_per_round=10, num_clients=1000, rounds=200, noise_multiplier=1.0, delta=1e-5)
+  by_noise = privacy.guarantee(
+      clients_per_round=10, num_clients=1000, rounds=200, noise_multiplier=1.0, delta=1e-5
+  )
   by_target = privacy.guarantee(
-      clients_per_round=10, num_clients=1000, rounds=200, target_epsilon=by_noise.epsilon, delta=1e-5
+      clients_per_round=10,
+      num_clients=1000,
+      rounds=200,
+      target_epsilon=by_noise.epsilon,
+      delta=1e-5,
   )
   assert by_target.noise_multiplier == pytest.approx(1.0, abs=1e-3)
   assert by_noise.sampling_rate == pytest.approx(0.01)
@@ -78,9 +91,9 @@ def test_guarantee_from_either_side():
 def test_default_delta_is_below_one_over_population():
   assert privacy.default_delta(1000) == pytest.approx(1000**-1.1)
   assert privacy.default_delta(1000) < 1 / 1000
-  assert privacy.guarantee(clients_per_round=5, num_clients=100, rounds=3, noise_multiplier=1.0).delta == pytest.approx(
-      100**-1.1
-  )
+  assert privacy.guarantee(
+      clients_per_round=5, num_clients=100, rounds=3, noise_multiplier=1.0
+  ).delta == pytest.approx(100**-1.1)
 
 
 @pytest.mark.parametrize(
@@ -110,7 +123,9 @@ def test_epsilon_spent_rejects_bad_input(kwargs, message):
 )
 def test_impossible_targets(target_epsilon, message):
   with pytest.raises(UserError, match=message) as error:
-    privacy.noise_multiplier_for_epsilon(target_epsilon=target_epsilon, sampling_rate=1.0, rounds=1000, delta=1e-5)
+    privacy.noise_multiplier_for_epsilon(
+        target_epsilon=target_epsilon, sampling_rate=1.0, rounds=1000, delta=1e-5
+    )
   assert '\n' not in str(error.value)
 
 
@@ -118,6 +133,8 @@ def test_guarantee_rejects_inconsistent_options():
   with pytest.raises(UserError, match='exactly one'):
     privacy.guarantee(clients_per_round=10, num_clients=100, rounds=5)
   with pytest.raises(UserError, match='exactly one'):
-    privacy.guarantee(clients_per_round=10, num_clients=100, rounds=5, noise_multiplier=1.0, target_epsilon=1.0)
+    privacy.guarantee(
+        clients_per_round=10, num_clients=100, rounds=5, noise_multiplier=1.0, target_epsilon=1.0
+    )
   with pytest.raises(UserError, match='exceed the number of clients'):
     privacy.guarantee(clients_per_round=200, num_clients=100, rounds=5, noise_multiplier=1.0)

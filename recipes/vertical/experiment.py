@@ -45,15 +45,13 @@ class Config:
 
 
 @dataclasses.dataclass(frozen=True)
-class Result:
-  """What a run produced."""
+class Aligned:
+  """The data after PSI: per-party tables, the protocol's outcome, the aligned split."""
 
   config: Config
   dataset: data.VerticalDataset
   psi: psi.PsiResult
   split: data.AlignedSplit
-  trained: Mapping[str, baselines.TrainedModel]  # MODEL_NAMES -> trained model
-  metrics: Mapping[str, Mapping[str, float]]  # MODEL_NAMES -> metric -> value
 
   def psi_summary(self) -> dict[str, Any]:
     return {
@@ -63,6 +61,15 @@ class Result:
         'messages': len(self.psi.transcript.messages),
         'bytes': self.psi.transcript.num_bytes,
     }
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+  """The three trained models and their held-out metrics."""
+
+  aligned: Aligned
+  trained: Mapping[str, baselines.TrainedModel]  # MODEL_NAMES -> trained model
+  metrics: Mapping[str, Mapping[str, float]]  # MODEL_NAMES -> metric -> value
 
 
 def _optimizer_fn(config: Config) -> Callable[[], tf.keras.optimizers.Optimizer]:
@@ -113,8 +120,11 @@ def train_single_party(train_x: np.ndarray, test_x: np.ndarray, split: data.Alig
                                      epochs=config.epochs, batch_size=config.batch_size)
 
 
-def run(config: Config, *, on_epoch: EpochCallback | None = None, psi_workers: int = 1) -> Result:
-  """Loads and splits the task, aligns by PSI, trains the three models, scores them.
+def align(config: Config) -> Aligned:
+  """Loads and splits the task across parties, aligns rows by PSI, splits train/test.
+
+  Args:
+    config: The run's settings; `num_parties=None` takes the task's default.
 
   Raises:
     UserError: Bad task or split options, duplicate IDs, an empty intersection.
@@ -122,20 +132,31 @@ def run(config: Config, *, on_epoch: EpochCallback | None = None, psi_workers: i
   if config.num_parties is None:
     config = dataclasses.replace(config, num_parties=data.default_num_parties(config.task))
   dataset = data.load(config.task, num_parties=config.num_parties, overlap=config.overlap, seed=config.seed)
-  psi_result = psi.private_set_intersection({party.name: party.ids for party in dataset.parties},
-                                            workers=psi_workers)
+  # A few thousand IDs: the PSI takes well under a second in this process.
+  psi_result = psi.private_set_intersection({party.name: party.ids for party in dataset.parties})
   split = data.align_and_split(dataset, psi_result.rows, test_fraction=config.test_fraction, seed=config.seed)
+  return Aligned(config, dataset, psi_result, split)
+
+
+def train_and_evaluate(aligned: Aligned, *, on_epoch: EpochCallback | None = None) -> Result:
+  """Trains the vertical model and both baselines on the aligned split; scores them."""
+  config, split, num_classes = aligned.config, aligned.split, aligned.dataset.num_classes
   label_party = data.LABEL_PARTY
   trained = {
-      'vertical': train_vertical(split, config, num_classes=dataset.num_classes, on_epoch=on_epoch),
+      'vertical': train_vertical(split, config, num_classes=num_classes, on_epoch=on_epoch),
       'centralized': train_single_party(
           np.concatenate(split.train_features, axis=1), np.concatenate(split.test_features, axis=1), split,
-          config, hidden_units=config.hidden_units * config.num_parties, num_classes=dataset.num_classes,
+          config, hidden_units=config.hidden_units * config.num_parties, num_classes=num_classes,
           name='centralized'),
       'label_party_only': train_single_party(
           split.train_features[label_party], split.test_features[label_party], split, config,
-          hidden_units=config.hidden_units, num_classes=dataset.num_classes, name='label_party_only'),
+          hidden_units=config.hidden_units, num_classes=num_classes, name='label_party_only'),
   }
   scores = {name: metrics.classification_metrics(split.test_labels, model.probabilities)
             for name, model in trained.items()}
-  return Result(config, dataset, psi_result, split, trained, scores)
+  return Result(aligned, trained, scores)
+
+
+def run(config: Config, *, on_epoch: EpochCallback | None = None) -> Result:
+  """`align`, then `train_and_evaluate`."""
+  return train_and_evaluate(align(config), on_epoch=on_epoch)

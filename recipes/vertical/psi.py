@@ -30,8 +30,8 @@ X25519(b, X25519(a, u)), which `tests/test_vertical_psi.py` checks. H maps an ID
 with domain-separated SHA-256. Clamped scalars are multiples of 8, which clears the small-order
 component: two IDs collide only if their hashes differ by a small-order point (probability
 ~2^-250). OpenSSL's X25519 is ~30,000 operations per second per core here; the protocol needs
-2(|X| + |Y|) of them, so `workers` spreads them over processes (in a deployment each party
-would use its own machine).
+2(|X| + |Y|) of them, so an `executor` (a process pool) can spread them over cores; in a
+deployment each party would use its own machine.
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ import collections
 import concurrent.futures
 import dataclasses
 import hashlib
-import multiprocessing
 import os
 import time
 from typing import Iterator, Mapping, Sequence
@@ -55,6 +54,10 @@ _HASH_DOMAIN = b'fedrecipes/vertical/psi/v1/hash-to-curve25519:'
 
 # Positions in step-4 messages are sent as little-endian uint32.
 _POSITION_DTYPE = np.dtype('<u4')
+
+# Points per executor task: large enough to amortize pickling, small enough to balance
+# the load over any number of workers.
+_CHUNK_SIZE = 5_000
 
 
 def hash_to_point(identifier: str) -> bytes:
@@ -150,18 +153,17 @@ def check_unique_ids(party: str, ids: Sequence[str]) -> None:
 
 
 class _Blinder:
-  """Runs `blind` in this process or split over a process pool (same results either way)."""
+  """Runs `blind` in this process, or in chunks on an executor (same results either way)."""
 
-  def __init__(self, pool: concurrent.futures.Executor | None, workers: int) -> None:
-    self._pool = pool
-    self._workers = workers
+  def __init__(self, executor: concurrent.futures.Executor | None) -> None:
+    self._executor = executor
 
   def __call__(self, private_key: bytes, points: Sequence[bytes]) -> list[bytes]:
-    if self._pool is None or len(points) < 2_000:
+    if self._executor is None or len(points) <= _CHUNK_SIZE:
       return blind(private_key, points)
-    chunk = -(-len(points) // self._workers)
-    parts = [points[i:i + chunk] for i in range(0, len(points), chunk)]
-    return [value for part in self._pool.map(blind, [private_key] * len(parts), parts) for value in part]
+    chunks = [points[i:i + _CHUNK_SIZE] for i in range(0, len(points), _CHUNK_SIZE)]
+    results = self._executor.map(blind, [private_key] * len(chunks), chunks)
+    return [value for chunk in results for value in chunk]
 
 
 class _Follower:
@@ -221,7 +223,7 @@ class _Leader:
 def private_set_intersection(
     id_lists: Mapping[str, Sequence[str]],
     *,
-    workers: int = 1,
+    executor: concurrent.futures.Executor | None = None,
     transcript: Transcript | None = None,
 ) -> PsiResult:
   """Finds the IDs every party holds, revealing no other ID (see the module docstring).
@@ -229,9 +231,9 @@ def private_set_intersection(
   Args:
     id_lists: Party name -> that party's IDs, in its own order. The first party leads
       (in the vertical recipe: the label party). At least two parties.
-    workers: Processes for the X25519 work; 1 runs in this process. More than one starts
-      a "spawn" pool, which re-imports the caller's main module, so keep heavy imports
-      (TensorFlow) out of a calling script's top level.
+    executor: Runs the X25519 work, e.g. a `ProcessPoolExecutor` (threads do not help:
+      the exchange holds the GIL); None runs it in this process. Pass one that is already
+      running: starting worker processes takes about a second.
     transcript: Where to record the messages; a fresh one if None.
 
   Returns:
@@ -247,19 +249,12 @@ def private_set_intersection(
     check_unique_ids(name, ids)
   transcript = Transcript() if transcript is None else transcript
   start = time.perf_counter()
-  pool = None
-  if workers > 1:
-    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context('spawn'))
-  try:
-    blinder = _Blinder(pool, workers)
-    (leader_name, leader_ids), *others = id_lists.items()
-    leader = _Leader(leader_name, leader_ids, blinder)
-    followers = [_Follower(name, ids, blinder) for name, ids in others]
-    for follower in followers:
-      leader.run_session(follower, transcript)
-  finally:
-    if pool is not None:
-      pool.shutdown()
+  blinder = _Blinder(executor)
+  (leader_name, leader_ids), *others = id_lists.items()
+  leader = _Leader(leader_name, leader_ids, blinder)
+  followers = [_Follower(name, ids, blinder) for name, ids in others]
+  for follower in followers:
+    leader.run_session(follower, transcript)
   common = leader.common_rows()
   if not common:
     raise UserError(

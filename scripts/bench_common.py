@@ -1,0 +1,255 @@
+"""What the benchmark scripts (`scripts/bench_*.py`) share: running recipe binaries, results files.
+
+Each benchmark runs real recipe binaries as subprocesses (so it also exercises them), reads
+the `summary.json` and `metrics.csv` they leave, and writes into its results folder:
+`results.json` (settings, machine, load, every run's numbers and curves), `results.csv`
+(one row per run), PNG plots, and a Markdown table that it also prints.
+
+Import-safe without TensorFlow Federated: `scripts/bench_flower.py` runs in the separate
+Flower environment (`.venv-flower`) and uses these helpers too.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from recipes import outputs
+from recipes.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+# Committed results (small: JSON, CSV, PNG) and the runs' own outputs (checkpoints,
+# TensorBoard: large, git-ignored under /runs/).
+RESULTS_ROOT = ROOT / 'docs' / 'benchmarks'
+RUNS_ROOT = ROOT / 'runs' / 'benchmarks'
+
+# (key in a result row, column header, format of a present value)
+Column = tuple[str, str, str]
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+  """The environment of child runs: the project importable, TensorFlow's C++ chatter off."""
+  pythonpath = os.pathsep.join(p for p in (str(ROOT), os.environ.get('PYTHONPATH')) if p)
+  return {**os.environ, 'PYTHONPATH': pythonpath, 'TF_CPP_MIN_LOG_LEVEL': '3', **extra}
+
+
+def run_command(command: Sequence[str], *, timeout: float, what: str) -> tuple[str, float]:
+  """Runs a command with piped output; returns (stdout, wall seconds).
+
+  Pipes are deliberate: a child that leaked a TFF worker holding them open would hang
+  (and hit the timeout) here instead of passing unnoticed.
+
+  Raises:
+    UserError: If the command fails or times out; the message ends with its last stderr line.
+  """
+  started = time.perf_counter()
+  try:
+    result = subprocess.run(
+        list(command), capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+        env=subprocess_env(), stdin=subprocess.DEVNULL)
+  except subprocess.TimeoutExpired as e:
+    raise UserError(f'{what} did not finish within {timeout:.0f} s') from e
+  seconds = time.perf_counter() - started
+  if result.returncode != 0:
+    lines = [l for l in result.stderr.strip().splitlines() if l.strip()]
+    last = lines[-1] if lines else '(no output)'
+    raise UserError(f'{what} failed with exit code {result.returncode}: {last}')
+  return result.stdout, seconds
+
+
+def run_recipe(
+    module: str,
+    flags: Sequence[str],
+    *,
+    runs_dir: Path,
+    name: str,
+    timeout: float = 3600,
+) -> dict[str, Any]:
+  """Runs `python -m <module> <flags>` into `runs_dir/name`; returns what the run left.
+
+  Returns:
+    {'summary': summary.json, 'rows': metrics.csv rows, 'process_seconds': wall seconds
+    of the whole process (start-up included), 'output_dir': the run directory}.
+  """
+  command = [sys.executable, '-m', module, *flags, '--progress=false',
+             f'--root_output_dir={runs_dir}', f'--experiment_name={name}']
+  _, seconds = run_command(command, timeout=timeout, what=f'{module} ({name})')
+  out = runs_dir / name
+  return {
+      'summary': json.loads((out / 'summary.json').read_text()),
+      'rows': outputs.read_csv(out / 'metrics.csv'),
+      'process_seconds': seconds,
+      'output_dir': out,
+  }
+
+
+def curve(rows: Sequence[Mapping[str, str]], column: str = 'test_accuracy') -> tuple[list[int], list[float]]:
+  """(rounds, values) of the rows where `column` was recorded."""
+  pairs = [(int(r['round']), float(r[column])) for r in rows if r.get(column) not in (None, '')]
+  return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def run_directory(root: Path) -> Path:
+  """A fresh, timestamped directory under `root` (recipes refuse to overwrite a run)."""
+  path = root / datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
+  path.mkdir(parents=True, exist_ok=False)
+  return path
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[Column],
+                   missing: str = '-') -> str:
+  """Renders rows as a Markdown table; a value that is None (or absent) shows `missing`."""
+
+  def cell(row: Mapping[str, Any], key: str, fmt: str) -> str:
+    value = row.get(key)
+    if value is None:
+      return missing
+    return format(value, fmt) if fmt else str(value)
+
+  lines = ['| ' + ' | '.join(header for _, header, _ in columns) + ' |',
+           '|' + '|'.join('---' for _ in columns) + '|']
+  lines += ['| ' + ' | '.join(cell(r, key, fmt) for key, _, fmt in columns) + ' |' for r in rows]
+  return '\n'.join(lines)
+
+
+class LoadMonitor:
+  """Records the machine's load average over a benchmark: how noisy its timings may be."""
+
+  def __init__(self) -> None:
+    self.start = os.getloadavg()
+    self._samples: list[float] = []
+    self._started = time.monotonic()
+
+  def sample(self) -> None:
+    """Records the 1-minute load average now (call between runs)."""
+    self._samples.append(os.getloadavg()[0])
+
+  def describe(self) -> dict[str, Any]:
+    self.sample()
+    cores = os.cpu_count() or 1
+    peak = max(self._samples)
+    return {
+        'cores': cores,
+        'load_average_1min_at_start': round(self.start[0], 2),
+        'load_average_1min_samples': [round(s, 2) for s in self._samples],
+        'load_average_1min_peak': round(peak, 2),
+        'benchmark_minutes': round((time.monotonic() - self._started) / 60, 1),
+        'note': ('the machine was shared: load above the core count means other processes '
+                 'competed for the CPUs, so absolute seconds are inflated; ratios measured '
+                 'in the same run are the numbers to compare') if peak > cores else
+                'load stayed within the core count',
+    }
+
+
+def write_results(
+    results_dir: Path,
+    *,
+    benchmark: str,
+    settings: Mapping[str, Any],
+    rows: Sequence[Mapping[str, Any]],
+    table: str,
+    load: LoadMonitor,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Path]:
+  """Writes results.json (everything), results.csv (rows) and table.md (the printed table)."""
+  results_dir.mkdir(parents=True, exist_ok=True)
+  record = {
+      'benchmark': benchmark,
+      'finished': datetime.datetime.now().isoformat(timespec='seconds'),
+      'command': ' '.join([Path(sys.executable).name, *sys.argv]),
+      'machine': outputs.machine_description(),
+      'load': load.describe(),
+      'settings': dict(settings),
+      'results': list(rows),
+      **(extra or {}),
+  }
+  paths = {
+      'json': outputs.write_json(results_dir / 'results.json', record),
+      'csv': outputs.write_csv(results_dir / 'results.csv', _flat_rows(rows)),
+      'table': results_dir / 'table.md',
+  }
+  paths['table'].write_text(table + '\n')
+  return paths
+
+
+def _flat_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+  # Curves and other lists belong in the JSON, not in CSV cells.
+  return [{k: v for k, v in r.items() if not isinstance(v, (list, dict))} for r in rows]
+
+
+def _pyplot():
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  return plt
+
+
+def _draw(ax, curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], ylabel: str) -> None:
+  for label, (xs, ys) in curves.items():
+    ax.plot(list(xs), list(ys), label=label, linewidth=1.2, marker='.' if len(xs) < 30 else None)
+  ax.set_xlabel('round')
+  ax.set_ylabel(ylabel)
+  ax.grid(alpha=0.3, which='both')
+
+
+def _save(fig, path: Path) -> Path:
+  fig.tight_layout()
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(path, dpi=110)
+  return path
+
+
+def plot_accuracy_vs_rounds(
+    curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    path: Path,
+    *,
+    title: str,
+    target: float | None = None,
+    zoom_below: float = 0.08,
+) -> Path:
+  """Test accuracy vs rounds of several runs; with a target, also a zoom near it.
+
+  Args:
+    curves: Label -> (rounds, test accuracies).
+    path: PNG to write.
+    title: Figure title.
+    target: Draws a horizontal line at this accuracy, and adds a panel zoomed onto
+      [target - zoom_below, 1].
+    zoom_below: How far below the target the zoomed panel reaches.
+  """
+  plt = _pyplot()
+  panels = 2 if target is not None else 1
+  fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 4.5), squeeze=False)
+  for i, ax in enumerate(axes[0]):
+    _draw(ax, curves, 'test accuracy')
+    if target is not None:
+      ax.axhline(target, color='black', linestyle='--', linewidth=1, label=f'target {target:g}')
+      if i == 1:
+        ax.set_ylim(target - zoom_below, 1.0)
+        ax.set_title('zoom near the target', fontsize=9)
+  axes[0][-1].legend(fontsize=7, loc='lower right')
+  fig.suptitle(title)
+  _save(fig, path)
+  plt.close(fig)
+  return path
+
+
+def plot_lines(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: Path, *,
+               title: str, ylabel: str, log_y: bool = False) -> Path:
+  """One panel of per-round values (e.g. seconds per round), optionally on a log axis."""
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(6.5, 4.5))
+  _draw(ax, curves, ylabel)
+  if log_y:
+    ax.set_yscale('log')
+  ax.legend(fontsize=8)
+  ax.set_title(title, fontsize=10)
+  _save(fig, path)
+  plt.close(fig)
+  return path
