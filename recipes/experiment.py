@@ -198,7 +198,7 @@ def run(
     *,
     weighted: bool | None = None,
     not_applicable: tuple[str, ...] = (),
-    report: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    report: Callable[[Setup, dict[str, Any]], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
   """Builds the task, optimizers and aggregator from flags, then trains and writes outputs.
 
@@ -207,7 +207,8 @@ def run(
     build_process: Assembles the `tff.learning` process from a `Setup`.
     weighted: Whether the recipe weights client updates; None reads `--weighting`.
     not_applicable: Shared flags this recipe ignores: setting one is an error.
-    report: Adds recipe-specific results (e.g. privacy spent) to the summary.
+    report: Given the setup and the summary, returns recipe-specific results (e.g. privacy
+      spent) to add to the summary.
 
   Returns:
     The run summary (also written to summary.json).
@@ -260,7 +261,7 @@ def run(
   summary = training_loop.run_training(process, task, config, description=recipe)
   summary = {'recipe': recipe, **summary}
   if report is not None:
-    summary.update(report(summary))
+    summary.update(report(setup, summary))
   outputs.write_json(out / 'summary.json', summary)
   _print_summary(summary, out)
   return summary

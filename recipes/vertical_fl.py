@@ -20,17 +20,21 @@ import os
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import dataclasses  # noqa: E402
+import datetime  # noqa: E402
 import pathlib  # noqa: E402
 from typing import Sequence  # noqa: E402
 
 from absl import flags  # noqa: E402
-import tensorflow as tf  # noqa: E402
 import tqdm  # noqa: E402
 
 from recipes import cli  # noqa: E402
 from recipes import outputs  # noqa: E402
 from recipes.errors import UserError  # noqa: E402
 from recipes.vertical import data  # noqa: E402
+# Imports TensorFlow, at the top on purpose: imported after absl's app.run has started, TF
+# 2.14 creates its eager context too early (an `app.call_after_init` hook in
+# tensorflow/python/distribute/combinations.py runs at once) and Keras then builds graph-mode
+# placeholders, so tf.keras.Sequential fails.
 from recipes.vertical import experiment  # noqa: E402
 from recipes.vertical import metrics  # noqa: E402
 from recipes.vertical import secure_sum  # noqa: E402
@@ -41,7 +45,8 @@ _NUM_PARTIES = flags.DEFINE_integer(
     'num_parties', None, 'Feature parties (party 0 also holds the labels); default: 4 for digits, '
     '3 for breast_cancer (one per feature group).', lower_bound=2, upper_bound=4)
 _OVERLAP = flags.DEFINE_float('overlap', 0.9, 'Fraction of people held by every party, in (0, 1].')
-_TEST_FRACTION = flags.DEFINE_float('test_fraction', 0.25, 'Fraction of aligned rows held out, in (0, 1).')
+_TEST_FRACTION = flags.DEFINE_float('test_fraction', 0.25,
+                                     'Fraction of aligned rows held out, in (0, 1).')
 
 # Protection.
 _SECURE_AGGREGATION = flags.DEFINE_bool(
@@ -52,22 +57,21 @@ _SECURE_AGGREGATION = flags.DEFINE_bool(
 _EPOCHS = flags.DEFINE_integer('epochs', 25, 'Passes over the aligned training rows.', lower_bound=1)
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 64, 'Rows per minibatch.', lower_bound=1)
 _LEARNING_RATE = flags.DEFINE_float('learning_rate', 0.002, 'Adam learning rate.')
-_HIDDEN_UNITS = flags.DEFINE_integer('hidden_units', 64, 'Hidden units of each bottom model.', lower_bound=1)
-_EMBEDDING_DIM = flags.DEFINE_integer('embedding_dim', 32, 'Embedding size sent by each party.', lower_bound=1)
+_HIDDEN_UNITS = flags.DEFINE_integer('hidden_units', 64, 'Hidden units of each bottom model.',
+                                     lower_bound=1)
+_EMBEDDING_DIM = flags.DEFINE_integer('embedding_dim', 32, 'Embedding size sent by each party.',
+                                      lower_bound=1)
 _SEED = flags.DEFINE_integer('seed', 0, 'Seeds IDs, the split, initialization and batching.')
 
 # Outputs.
+_PROGRESS = flags.DEFINE_bool('progress', True, 'Show a progress bar over the epochs.')
 _EXPERIMENT_NAME = flags.DEFINE_string('experiment_name', None,
-                                       'Output subdirectory; default: vertical_<task>_<num_parties>p.')
+                                       'Output subdirectory; default: vertical_fl-<task>-<time>.')
 _ROOT_OUTPUT_DIR = flags.DEFINE_string('root_output_dir', 'runs', 'Where experiment directories go.')
 
 
 def _validate_flags() -> None:
-  """Checks what absl's bounds cannot express, before anything slow happens.
-
-  (TensorFlow is imported at the top, not lazily: importing Keras after absl has parsed the
-  flags breaks `tf.keras.Sequential` in TF 2.14.)
-  """
+  """Checks what absl's bounds cannot express, before anything slow happens."""
   if not 0 < _OVERLAP.value <= 1:
     raise UserError(f'--overlap must be in (0, 1], got {_OVERLAP.value}')
   if not 0 < _TEST_FRACTION.value < 1:
@@ -95,14 +99,14 @@ def _print_alignment(aligned: experiment.Aligned) -> None:
 
 def _train_with_progress(aligned: experiment.Aligned) -> experiment.Result:
   epochs = aligned.config.epochs
-  with tqdm.tqdm(total=epochs, desc='vertical model', unit='epoch') as bar:
+  with tqdm.tqdm(total=epochs, desc='vertical model', unit='epoch', disable=not _PROGRESS.value) as bar:
 
     def on_epoch(epoch: int, loss: float, accuracy: float) -> None:
       bar.set_postfix(loss=f'{loss:.4f}', test_accuracy=f'{accuracy:.4f}')
       bar.update()
       if epoch == epochs:
         bar.close()
-        print('training the baselines (centralized, label-party-only)...', flush=True)
+        print('Training the baselines (centralized, label-party-only)...', flush=True)
 
     return experiment.train_and_evaluate(aligned, on_epoch=on_epoch)
 
@@ -121,7 +125,8 @@ def _write_outputs(result: experiment.Result, out: pathlib.Path, name: str) -> N
       'config': dataclasses.asdict(config) | {'experiment_name': name},
       'task': aligned.dataset.description,
       'parties': {party.name: {'ids': len(party.ids), 'features': len(party.feature_names),
-                               'holds_labels': party.labels is not None} for party in aligned.dataset.parties},
+                               'holds_labels': party.labels is not None}
+                  for party in aligned.dataset.parties},
       'psi': aligned.psi_summary(),
       'secure_aggregation': {
           'enabled': config.secure_aggregation,
@@ -132,31 +137,33 @@ def _write_outputs(result: experiment.Result, out: pathlib.Path, name: str) -> N
       'models': {model: {**scores, 'train_seconds': result.trained[model].train_seconds}
                  for model, scores in result.metrics.items()},
   })
-  outputs.plot_curves(
-      {model: (epochs, trained.test_accuracy) for model, trained in result.trained.items()},
-      out / 'curves.png', title=f'Vertical FL on {config.task}, {config.num_parties} parties', xlabel='epoch',
-      ylabel='test accuracy',
-      panels=[('train loss', {model: (epochs, trained.train_loss) for model, trained in result.trained.items()})])
+  accuracy = {model: (epochs, trained.test_accuracy) for model, trained in result.trained.items()}
+  loss = {model: (epochs, trained.train_loss) for model, trained in result.trained.items()}
+  outputs.plot_curves(accuracy, out / 'curves.png', xlabel='epoch', ylabel='test accuracy',
+                      title=f'Vertical FL on {config.task}, {config.num_parties} parties',
+                      panels=[('train loss', loss)])
 
 
 def main(argv: Sequence[str]) -> None:
   del argv
   _validate_flags()
-  # Each party's step functions trace once; TF would warn about "retracing" across parties.
-  tf.get_logger().setLevel('ERROR')
   config = experiment.Config(
       task=_TASK.value, num_parties=_NUM_PARTIES.value or data.default_num_parties(_TASK.value),
-      overlap=_OVERLAP.value, secure_aggregation=_SECURE_AGGREGATION.value, epochs=_EPOCHS.value,
-      batch_size=_BATCH_SIZE.value, learning_rate=_LEARNING_RATE.value, hidden_units=_HIDDEN_UNITS.value,
-      embedding_dim=_EMBEDDING_DIM.value, test_fraction=_TEST_FRACTION.value, seed=_SEED.value)
-  name = _EXPERIMENT_NAME.value or f'vertical_{config.task}_{config.num_parties}p'
+      overlap=_OVERLAP.value, test_fraction=_TEST_FRACTION.value,
+      secure_aggregation=_SECURE_AGGREGATION.value, epochs=_EPOCHS.value,
+      batch_size=_BATCH_SIZE.value, learning_rate=_LEARNING_RATE.value,
+      hidden_units=_HIDDEN_UNITS.value, embedding_dim=_EMBEDDING_DIM.value, seed=_SEED.value)
+  name = _EXPERIMENT_NAME.value or (
+      f'vertical_fl-{config.task}-{datetime.datetime.now().strftime("%Y%m%d-%H%M%S")}')
+  out = pathlib.Path(_ROOT_OUTPUT_DIR.value).expanduser() / name
+  if (out / 'metrics.csv').exists():  # Like the other recipes: never overwrite a run.
+    raise UserError(f'{out} already holds a run; choose another --experiment_name')
 
   aligned = experiment.align(config)
   _print_alignment(aligned)
   result = _train_with_progress(aligned)
   print(_metrics_table(result.metrics))
-  out = outputs.experiment_dir(_ROOT_OUTPUT_DIR.value, name)
-  _write_outputs(result, out, name)
+  _write_outputs(result, outputs.experiment_dir(_ROOT_OUTPUT_DIR.value, name), name)
   print(f'Outputs: {out}')
 
 

@@ -91,6 +91,15 @@ class Algorithm:
     rate = self.learning_rate if learning_rate is None else learning_rate
     return [*self.flags, f'--{self.tuned}={rate:g}']
 
+  def learning_rates(self, learning_rate: float | None = None) -> str:
+    """'client 0.05, server 0.01': the rates this algorithm runs with."""
+    rates = {}
+    for flag in self.command_flags(learning_rate):
+      side, _, value = flag.removeprefix('--').partition('_learning_rate=')
+      if value:
+        rates[side] = value
+    return ', '.join(f'{side} {value}' for side, value in sorted(rates.items()))
+
 
 def _fedavg(epochs: int, batch: int, learning_rate: float, grid: tuple[float, ...],
             budget: int) -> Algorithm:
@@ -142,10 +151,10 @@ COLUMNS: list[bench_common.Column] = [
     ('algorithm', 'algorithm', ''),
     ('E', 'E', ''),
     ('B', 'B', ''),
-    ('learning_rate', 'tuned lr', ''),
+    ('learning_rates', 'learning rates', ''),
     ('rounds_to_target', 'rounds to target', ''),
     ('speedup_vs_fedsgd', 'FedSGD rounds / rounds', '.2f'),
-    ('train_seconds', 'train s', '.0f'),
+    ('train_seconds', 'train + eval s', '.0f'),
     ('seconds_per_round', 's / round', '.2f'),
     ('final_test_accuracy', 'final acc', '.4f'),
 ]
@@ -185,6 +194,7 @@ def _run(algorithm: Algorithm, runs_dir: Path, learning_rate: float | None = Non
       'B': algorithm.batch if algorithm.batch is not None else 'all',
       'tuned_flag': algorithm.tuned,
       'learning_rate': rate,
+      'learning_rates': algorithm.learning_rates(rate),
       'round_budget': budget,
       'target_accuracy': target,
       'rounds_to_target': summary['target_reached_round'],
@@ -195,6 +205,7 @@ def _run(algorithm: Algorithm, runs_dir: Path, learning_rate: float | None = Non
       'train_seconds': summary['wall_seconds_this_run'],
       'seconds_per_round': summary['mean_round_seconds_this_run'],
       'process_seconds': round(run['process_seconds'], 1),
+      'exit_unblocked': run['exit_unblocked'],
       'flags': ' '.join(algorithm.command_flags(rate)),
       'curve_rounds': rounds,
       'curve_test_accuracy': accuracies,

@@ -33,15 +33,13 @@ from recipes import cli
 from recipes.errors import UserError
 from scripts import bench_common
 
-FLOWER_PYTHON = bench_common.ROOT / '.venv-flower' / 'bin' / 'python'
-
 _SMOKE = flags.DEFINE_bool('smoke', False, 'Tiny settings (2 clients per round, 2 rounds): a wiring check.')
 _ROUNDS = flags.DEFINE_integer('total_rounds', 50, 'Rounds of each system.')
 _ROUNDS_PER_EVAL = flags.DEFINE_integer('rounds_per_eval', 10, 'Evaluate on the test set every this many rounds.')
 _REPEATS = flags.DEFINE_integer('repeats', 1, 'Runs of each system, alternating which goes first.')
 _CPUS_PER_CLIENT = flags.DEFINE_float(
     'num_cpus_per_client', 1.0, 'Flower: Ray CPUs per client (1 = as many concurrent clients as cores).')
-_FLOWER_PYTHON = flags.DEFINE_string('flower_python', str(FLOWER_PYTHON), 'Python of the Flower environment.')
+_FLOWER_PYTHON = flags.DEFINE_string('flower_python', str(bench_common.FLOWER_PYTHON), 'Python of the Flower environment.')
 _RESULTS_DIR = flags.DEFINE_string('results_dir', str(bench_common.RESULTS_ROOT / 'peer'), 'Where results go.')
 _RUNS_DIR = flags.DEFINE_string('runs_dir', str(bench_common.RUNS_ROOT / 'peer'), 'Parent of the runs\' own outputs.')
 

@@ -46,17 +46,33 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: st
 
 
 def leaked_workers() -> list[int]:
-  """TFF worker binaries that are not children of this (pytest) process."""
+  """TFF worker binaries whose Python parent is gone (orphans), excluding zombies.
+
+  A worker whose parent is still a live Python process belongs to a run in progress
+  (possibly another one on this machine), not to a leak.
+  """
   from recipes import runtime  # pylint: disable=g-import-not-at-top
-  mine = set(runtime.worker_pids(os.getpid()))
-  return [p for p in runtime.worker_pids() if p not in mine and _is_alive(p)]
+  return [p for p in runtime.worker_pids() if _is_alive(p) and not _has_python_parent(p)]
+
+
+def _stat_fields(pid: int) -> list[str]:
+  with open(f'/proc/{pid}/stat') as f:
+    return f.read().rsplit(')', 1)[1].split()
 
 
 def _is_alive(pid: int) -> bool:
   try:
-    with open(f'/proc/{pid}/stat') as f:
-      return f.read().rsplit(')', 1)[1].split()[0] != 'Z'  # zombies hold no memory
+    return _stat_fields(pid)[0] != 'Z'  # Zombies hold no memory.
   except OSError:
+    return False
+
+
+def _has_python_parent(pid: int) -> bool:
+  try:
+    ppid = int(_stat_fields(pid)[1])
+    with open(f'/proc/{ppid}/cmdline', 'rb') as f:
+      return ppid > 1 and b'python' in f.read()
+  except (OSError, ValueError, IndexError):
     return False
 
 

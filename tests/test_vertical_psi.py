@@ -1,5 +1,7 @@
 """Tests for the X25519 Diffie-Hellman private set intersection."""
 
+from __future__ import annotations
+
 import concurrent.futures
 import hashlib
 import random
@@ -11,7 +13,8 @@ from recipes.errors import UserError
 from recipes.vertical import psi
 
 
-def _random_id_lists(num_parties: int, shared: int, own: int, seed: int) -> tuple[dict[str, list[str]], set[str]]:
+def _random_id_lists(num_parties: int, shared: int, own: int,
+                     seed: int) -> tuple[dict[str, list[str]], set[str]]:
   """Parties sharing `shared` IDs, each with `own` more, every list in its own order."""
   rng = random.Random(seed)
   universe = [f'cust-{value:08x}' for value in rng.sample(range(2**32), shared + num_parties * own)]
@@ -24,7 +27,7 @@ def _random_id_lists(num_parties: int, shared: int, own: int, seed: int) -> tupl
   return lists, set(common)
 
 
-def test_blinding_commutes():
+def test_blinding_commutes() -> None:
   a, b = psi.new_private_key(), psi.new_private_key()
   points = [psi.hash_to_point(f'id-{i}') for i in range(200)]
   assert psi.blind(a, psi.blind(b, points)) == psi.blind(b, psi.blind(a, points))
@@ -39,7 +42,8 @@ def test_blinding_commutes():
     (4, 75, 25, 3),
     (2, 60, 0, 4),  # Equal sets, different orders.
 ])
-def test_returns_exactly_the_intersection_aligned(num_parties, shared, own, seed):
+def test_returns_exactly_the_intersection_aligned(num_parties: int, shared: int, own: int,
+                                                  seed: int) -> None:
   id_lists, common = _random_id_lists(num_parties, shared, own, seed)
   result = psi.private_set_intersection(id_lists)
   aligned = {name: [id_lists[name][row] for row in rows] for name, rows in result.rows.items()}
@@ -50,7 +54,7 @@ def test_returns_exactly_the_intersection_aligned(num_parties, shared, own, seed
   assert result.set_sizes == {name: len(ids) for name, ids in id_lists.items()}
 
 
-def test_messages_contain_no_raw_id_or_plain_hash():
+def test_messages_contain_no_raw_id_or_plain_hash() -> None:
   id_lists, _ = _random_id_lists(3, shared=40, own=20, seed=5)
   transcript = psi.Transcript()
   psi.private_set_intersection(id_lists, transcript=transcript)
@@ -66,7 +70,7 @@ def test_messages_contain_no_raw_id_or_plain_hash():
     assert not leaked, f'{message.kind} from {message.sender} leaks {leaked[:3]}'
 
 
-def test_blinded_values_are_shuffled_and_fresh_per_run():
+def test_blinded_values_are_shuffled_and_fresh_per_run() -> None:
   id_lists, _ = _random_id_lists(2, shared=30, own=10, seed=6)
   first, second = psi.Transcript(), psi.Transcript()
   psi.private_set_intersection(id_lists, transcript=first)
@@ -75,7 +79,7 @@ def test_blinded_values_are_shuffled_and_fresh_per_run():
   assert not set(first.messages[0].payload) & set(second.messages[0].payload)
 
 
-def test_executor_gives_same_result_as_in_process():
+def test_executor_gives_same_result_as_in_process() -> None:
   id_lists, common = _random_id_lists(2, shared=2_000, own=1_000, seed=7)
   with concurrent.futures.ThreadPoolExecutor(2) as executor:  # Exercises the chunking path.
     result = psi.private_set_intersection(id_lists, executor=executor)
@@ -84,17 +88,17 @@ def test_executor_gives_same_result_as_in_process():
                                 [id_lists['party1'][r] for r in result.rows['party1']])
 
 
-def test_duplicate_ids_are_a_user_error():
+def test_duplicate_ids_are_a_user_error() -> None:
   with pytest.raises(UserError, match="party 'bank' lists ID 'c2' more than once"):
     psi.private_set_intersection({'shop': ['c1', 'c2'], 'bank': ['c2', 'c3', 'c2']})
 
 
-def test_empty_intersection_is_a_user_error():
+def test_empty_intersection_is_a_user_error() -> None:
   with pytest.raises(UserError, match='intersection is empty'):
     psi.private_set_intersection({'shop': ['c1', 'c2'], 'bank': ['c3', 'c4']})
 
 
-def test_empty_intersection_across_three_parties_is_a_user_error():
+def test_empty_intersection_across_three_parties_is_a_user_error() -> None:
   # Every pair overlaps, but no ID is held by all three.
   with pytest.raises(UserError, match='intersection is empty'):
     psi.private_set_intersection({'a': ['x', 'y'], 'b': ['y', 'z'], 'c': ['z', 'x']})

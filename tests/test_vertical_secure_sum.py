@@ -1,18 +1,20 @@
 """Tests for pairwise-masked secure summation of embeddings."""
 
+from __future__ import annotations
+
 import numpy as np
 import pytest
 
 from recipes.vertical import secure_sum
 
 
-def _embeddings(num_parties: int, seed: int, shape=(16, 8)) -> list[np.ndarray]:
+def _embeddings(num_parties: int, seed: int, shape: tuple[int, ...] = (16, 8)) -> list[np.ndarray]:
   rng = np.random.default_rng(seed)
   return [rng.normal(scale=3.0, size=shape).astype(np.float32) for _ in range(num_parties)]
 
 
 @pytest.mark.parametrize('num_parties', [2, 3, 4])
-def test_masked_sum_equals_plain_sum(num_parties):
+def test_masked_sum_equals_plain_sum(num_parties: int) -> None:
   embeddings = _embeddings(num_parties, seed=num_parties)
   fusion = secure_sum.SecureSum(num_parties)
   masked = fusion.mask_all(embeddings)
@@ -22,16 +24,18 @@ def test_masked_sum_equals_plain_sum(num_parties):
   np.testing.assert_array_equal(total, expected_fixed_point)
   # And the float sum up to the rounding of each encoding (half a unit in the last place).
   plain = secure_sum.PlainSum()(embeddings)
-  np.testing.assert_allclose(total, plain, rtol=0, atol=num_parties * 2.0**-(secure_sum.DEFAULT_FRACTION_BITS + 1))
+  half_unit = 2.0**-(secure_sum.DEFAULT_FRACTION_BITS + 1)
+  np.testing.assert_allclose(total, plain, rtol=0, atol=num_parties * half_unit)
 
 
-def test_masked_sum_is_exact_for_representable_values():
+def test_masked_sum_is_exact_for_representable_values() -> None:
   rng = np.random.default_rng(0)
-  embeddings = [rng.integers(-2**30, 2**30, size=(4, 5)) / 2.0**secure_sum.DEFAULT_FRACTION_BITS for _ in range(3)]
+  unit = 2.0**-secure_sum.DEFAULT_FRACTION_BITS
+  embeddings = [rng.integers(-2**30, 2**30, size=(4, 5)) * unit for _ in range(3)]
   np.testing.assert_array_equal(secure_sum.SecureSum(3)(embeddings), np.sum(embeddings, axis=0))
 
 
-def test_single_masked_embedding_hides_the_true_one_and_changes_every_round():
+def test_single_masked_embedding_hides_the_true_one_and_changes_every_round() -> None:
   embeddings = _embeddings(3, seed=1)
   fusion = secure_sum.SecureSum(3)
   first_round = fusion.mask_all(embeddings)
@@ -46,7 +50,7 @@ def test_single_masked_embedding_hides_the_true_one_and_changes_every_round():
   np.testing.assert_array_equal(fusion.combine(first_round), fusion.combine(second_round))
 
 
-def test_pair_keys_agree_and_differ_between_pairs():
+def test_pair_keys_agree_and_differ_between_pairs() -> None:
   fusion = secure_sum.SecureSum(4)
   keys = {}
   for party in fusion.parties:
@@ -57,13 +61,14 @@ def test_pair_keys_agree_and_differ_between_pairs():
   assert len(set(keys.values())) == 6  # One distinct key per pair.
 
 
-def test_masks_are_deterministic_per_key_and_round():
+def test_masks_are_deterministic_per_key_and_round() -> None:
   key = bytes(range(32))
-  np.testing.assert_array_equal(secure_sum.pair_mask(key, 5, (3, 4)), secure_sum.pair_mask(key, 5, (3, 4)))
-  assert not np.array_equal(secure_sum.pair_mask(key, 5, (3, 4)), secure_sum.pair_mask(key, 6, (3, 4)))
+  round_5 = secure_sum.pair_mask(key, 5, (3, 4))
+  np.testing.assert_array_equal(round_5, secure_sum.pair_mask(key, 5, (3, 4)))
+  assert not np.array_equal(round_5, secure_sum.pair_mask(key, 6, (3, 4)))
 
 
-def test_encode_decode_round_trip_and_range():
+def test_encode_decode_round_trip_and_range() -> None:
   values = np.array([[-1.5, 0.0, 2.0**-24, 1234.5678]])
   np.testing.assert_allclose(secure_sum.decode(secure_sum.encode(values)), values, atol=2.0**-25)
   with pytest.raises(ValueError, match='cannot encode'):

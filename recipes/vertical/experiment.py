@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -99,8 +99,8 @@ def train_vertical(split: data.AlignedSplit, config: Config, *, num_classes: int
   losses, accuracies = [], []
   start = time.perf_counter()
   for epoch in range(1, config.epochs + 1):
-    losses.append(model.train_epoch(split.train_features, split.train_labels, batch_size=config.batch_size,
-                                    rng=rng))
+    losses.append(model.train_epoch(split.train_features, split.train_labels,
+                                    batch_size=config.batch_size, rng=rng))
     predictions = model.predict_proba(split.test_features).argmax(axis=1)
     accuracies.append(float(np.mean(predictions == split.test_labels)))
     if on_epoch is not None:
@@ -109,15 +109,22 @@ def train_vertical(split: data.AlignedSplit, config: Config, *, num_classes: int
   return baselines.TrainedModel(model.predict_proba(split.test_features), losses, accuracies, seconds)
 
 
-def train_single_party(train_x: np.ndarray, test_x: np.ndarray, split: data.AlignedSplit, config: Config, *,
-                       hidden_units: int, num_classes: int, name: str) -> baselines.TrainedModel:
-  """Trains a baseline on one feature matrix with the vertical model's hyperparameters."""
+def train_in_one_place(split: data.AlignedSplit, config: Config, *, parties: Sequence[int],
+                       num_classes: int, name: str) -> baselines.TrainedModel:
+  """Trains a baseline on the columns of `parties` held in one place.
+
+  Same hyperparameters as the vertical model; the hidden layer is as wide as those
+  parties' bottom models together.
+  """
+  train_x = np.concatenate([split.train_features[p] for p in parties], axis=1)
+  test_x = np.concatenate([split.test_features[p] for p in parties], axis=1)
   tf.keras.utils.set_random_seed(config.seed)
-  model = models.build_single_party_model(train_x.shape[1], hidden_units=hidden_units,
-                                          embedding_dim=config.embedding_dim, num_classes=num_classes, name=name)
-  return baselines.train_keras_model(model, optimizer=_optimizer_fn(config)(),
-                                     train=(train_x, split.train_labels), test=(test_x, split.test_labels),
-                                     epochs=config.epochs, batch_size=config.batch_size)
+  model = models.build_single_party_model(
+      train_x.shape[1], hidden_units=config.hidden_units * len(parties),
+      embedding_dim=config.embedding_dim, num_classes=num_classes, name=name)
+  return baselines.train_keras_model(
+      model, optimizer=_optimizer_fn(config)(), train=(train_x, split.train_labels),
+      test=(test_x, split.test_labels), epochs=config.epochs, batch_size=config.batch_size)
 
 
 def align(config: Config) -> Aligned:
@@ -131,26 +138,24 @@ def align(config: Config) -> Aligned:
   """
   if config.num_parties is None:
     config = dataclasses.replace(config, num_parties=data.default_num_parties(config.task))
-  dataset = data.load(config.task, num_parties=config.num_parties, overlap=config.overlap, seed=config.seed)
+  dataset = data.load(config.task, num_parties=config.num_parties, overlap=config.overlap,
+                      seed=config.seed)
   # A few thousand IDs: the PSI takes well under a second in this process.
   psi_result = psi.private_set_intersection({party.name: party.ids for party in dataset.parties})
-  split = data.align_and_split(dataset, psi_result.rows, test_fraction=config.test_fraction, seed=config.seed)
+  split = data.align_and_split(dataset, psi_result.rows, test_fraction=config.test_fraction,
+                               seed=config.seed)
   return Aligned(config, dataset, psi_result, split)
 
 
 def train_and_evaluate(aligned: Aligned, *, on_epoch: EpochCallback | None = None) -> Result:
   """Trains the vertical model and both baselines on the aligned split; scores them."""
   config, split, num_classes = aligned.config, aligned.split, aligned.dataset.num_classes
-  label_party = data.LABEL_PARTY
   trained = {
       'vertical': train_vertical(split, config, num_classes=num_classes, on_epoch=on_epoch),
-      'centralized': train_single_party(
-          np.concatenate(split.train_features, axis=1), np.concatenate(split.test_features, axis=1), split,
-          config, hidden_units=config.hidden_units * config.num_parties, num_classes=num_classes,
-          name='centralized'),
-      'label_party_only': train_single_party(
-          split.train_features[label_party], split.test_features[label_party], split, config,
-          hidden_units=config.hidden_units, num_classes=num_classes, name='label_party_only'),
+      'centralized': train_in_one_place(split, config, parties=range(len(split.train_features)),
+                                        num_classes=num_classes, name='centralized'),
+      'label_party_only': train_in_one_place(split, config, parties=[data.LABEL_PARTY],
+                                             num_classes=num_classes, name='label_party_only'),
   }
   scores = {name: metrics.classification_metrics(split.test_labels, model.probabilities)
             for name, model in trained.items()}

@@ -28,8 +28,8 @@ def _top_layers(num_classes: int) -> list[tf.keras.layers.Layer]:
 def build_bottom_model(input_dim: int, *, hidden_units: int, embedding_dim: int,
                        name: str = 'bottom') -> tf.keras.Model:
   """A feature party's model: its columns -> an embedding of size `embedding_dim`."""
-  return tf.keras.Sequential([tf.keras.Input((input_dim,)), *_bottom_layers(hidden_units, embedding_dim)],
-                             name=name)
+  return tf.keras.Sequential(
+      [tf.keras.Input((input_dim,)), *_bottom_layers(hidden_units, embedding_dim)], name=name)
 
 
 def build_top_model(embedding_dim: int, *, num_classes: int, name: str = 'top') -> tf.keras.Model:
@@ -40,6 +40,5 @@ def build_top_model(embedding_dim: int, *, num_classes: int, name: str = 'top') 
 def build_single_party_model(input_dim: int, *, hidden_units: int, embedding_dim: int, num_classes: int,
                              name: str) -> tf.keras.Model:
   """Bottom and top layers in one model, for features held in one place (the baselines)."""
-  return tf.keras.Sequential(
-      [tf.keras.Input((input_dim,)), *_bottom_layers(hidden_units, embedding_dim), *_top_layers(num_classes)],
-      name=name)
+  layers = [*_bottom_layers(hidden_units, embedding_dim), *_top_layers(num_classes)]
+  return tf.keras.Sequential([tf.keras.Input((input_dim,)), *layers], name=name)

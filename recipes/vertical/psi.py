@@ -262,7 +262,8 @@ def private_set_intersection(
         'row can be aligned; check that they use the same kind of IDs (or raise --overlap)')
   rows = {leader.name: np.asarray(common, dtype=np.int64)}
   for follower in followers:
-    positions = np.asarray([leader.matches[follower.name][row] for row in common], dtype=_POSITION_DTYPE)
+    matches = leader.matches[follower.name]
+    positions = np.asarray([matches[row] for row in common], dtype=_POSITION_DTYPE)
     (message,) = transcript.send(leader.name, follower.name, 'alignment: positions in step-2 list',
                                  [positions.tobytes()])
     rows[follower.name] = follower.rows_from_positions(message)

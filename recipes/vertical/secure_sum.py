@@ -153,7 +153,8 @@ class SecureSum:
     if len(embeddings) != len(self.parties):
       raise ValueError(f'expected {len(self.parties)} embeddings, got {len(embeddings)}')
     self.round_number += 1
-    return [party.mask(e, self.round_number, self.fraction_bits) for party, e in zip(self.parties, embeddings)]
+    return [party.mask(embedding, self.round_number, self.fraction_bits)
+            for party, embedding in zip(self.parties, embeddings)]
 
   def combine(self, masked: Sequence[np.ndarray]) -> np.ndarray:
     """The coordinator's step: adds the masked vectors (mod 2^64) and decodes the sum."""

@@ -1,0 +1,140 @@
+"""The benchmark scripts' smoke modes, run as a user runs them, so that they cannot rot.
+
+Each smoke run goes through the real recipe binaries (subprocesses with pipes, so a leaked
+TFF worker would hang the test instead of passing). The Flower comparison needs the
+separate Flower environment and is skipped without it (`bash scripts/setup_flower.sh`
+makes it in about half a minute; the tests do not install it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scripts import bench_common
+from tests import emnist_sqlite
+from tests import helpers
+
+pytestmark = pytest.mark.slow
+
+
+def _bash(script: str, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+  return subprocess.run(
+      ['bash', str(helpers.ROOT / 'scripts' / script), *args], capture_output=True, text=True,
+      timeout=timeout, cwd=helpers.ROOT, env=bench_common.subprocess_env(),
+      stdin=subprocess.DEVNULL)
+
+
+def _ray_processes() -> list[int]:
+  """Ray daemons and workers started from the Flower environment that are still alive."""
+  pids = []
+  for entry in os.listdir('/proc'):
+    if entry.isdigit():
+      try:
+        with open(f'/proc/{entry}/cmdline', 'rb') as f:
+          cmdline = f.read().decode(errors='replace')
+      except OSError:
+        continue
+      if '.venv-flower' in cmdline and ('ray' in cmdline.lower()) and int(entry) != os.getpid():
+        pids.append(int(entry))
+  return pids
+
+
+def test_markdown_table_shows_missing_values() -> None:
+  table = bench_common.markdown_table(
+      [{'a': 'x', 'b': 1.23456}, {'a': 'y', 'b': None}], [('a', 'A', ''), ('b', 'B', '.2f')])
+  assert table.splitlines() == ['| A | B |', '|---|---|', '| x | 1.23 |', '| y | - |']
+
+
+def test_curve_keeps_evaluated_rounds() -> None:
+  rows = [{'round': '1', 'test_accuracy': ''}, {'round': '2', 'test_accuracy': '0.5'}]
+  assert bench_common.curve(rows) == ([2], [0.5])
+
+
+def test_flower_side_does_not_import_tff() -> None:
+  # bench_flower runs in the Flower environment, where TFF cannot even be installed.
+  code = ('import sys; import scripts.bench_flower, scripts.bench_common; '
+          'assert "tensorflow_federated" not in sys.modules; '
+          'assert "tensorflow" not in sys.modules')
+  subprocess.run([sys.executable, '-c', code], check=True, cwd=helpers.ROOT,
+                 env=bench_common.subprocess_env(), timeout=60)
+
+
+def test_bench_communication_smoke(tmp_path: Path) -> None:
+  result = helpers.run_module(
+      'scripts.bench_communication', '--smoke', f'--results_dir={tmp_path / "results"}',
+      f'--runs_dir={tmp_path / "runs"}', timeout=300, check=True)
+  record = json.loads((tmp_path / 'results' / 'results.json').read_text())
+  rows = record['results']
+  assert [r['key'] for r in rows] == ['fedsgd', 'fedadam']
+  assert [r['recipe'] for r in rows] == ['recipes.fed_sgd', 'recipes.fed_opt']
+  for row in rows:
+    assert row['rounds_run'] <= 2 and row['curve_rounds'][0] == 1
+    assert 0.0 <= row['final_test_accuracy'] <= 1.0
+  fedsgd = rows[0]
+  assert fedsgd['speedup_vs_fedsgd'] == (1.0 if fedsgd['rounds_to_target'] else None)
+  assert record['machine']['cpu_count'] >= 1 and 'load_average_1min_peak' in record['load']
+  assert (tmp_path / 'results' / 'results.csv').read_text().startswith('key,algorithm')
+  assert (tmp_path / 'results' / 'accuracy_vs_rounds.png').stat().st_size > 5000
+  assert '| FedSGD | 1 step | all |' in result.stdout
+  assert helpers.leaked_workers() == []
+
+
+def test_emnist_adaptive_smoke_runs_every_optimizer_with_the_published_settings(tmp_path: Path) -> None:
+  emnist_sqlite.write_emnist_sqlite(tmp_path / 'cache' / 'emnist_all.sqlite')
+  result = _bash('emnist_adaptive.sh', '--smoke', f'--cache_dir={tmp_path / "cache"}',
+                 f'--root_output_dir={tmp_path / "runs"}', timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  published = {  # optimizer: (recipe, server optimizer, log10 client lr, log10 server lr)
+      'fedavg': ('fed_avg', 'sgd', -1, 0), 'fedavgm': ('fed_opt', 'sgdm', -1.5, -0.5),
+      'fedadam': ('fed_opt', 'adam', -1.5, -2.5), 'fedyogi': ('fed_opt', 'yogi', -1.5, -2.5),
+      'fedadagrad': ('fed_opt', 'adagrad', -1.5, -1),
+  }
+  for optimizer, (recipe, server, client_lr, server_lr) in published.items():
+    out = tmp_path / 'runs' / f'emnist-{optimizer}'
+    summary = json.loads((out / 'summary.json').read_text())
+    assert summary['status'] == 'completed' and summary['rounds_completed'] == 2
+    hparams = json.loads((out / 'hparams.json').read_text())
+    assert (hparams['recipe'], hparams['server_optimizer']) == (recipe, server)
+    assert hparams['client_learning_rate'] == pytest.approx(10**client_lr, rel=1e-6)
+    assert hparams['server_learning_rate'] == pytest.approx(10**server_lr, rel=1e-6)
+    assert (hparams['task'], hparams['model'], hparams['client_batch_size'],
+            hparams['client_epochs_per_round']) == ('emnist_character', 'cnn_dropout', 20, 1)
+  assert json.loads((tmp_path / 'runs' / 'emnist-fedadagrad' / 'hparams.json').read_text())[
+      'server_epsilon'] == 1e-2
+  assert helpers.leaked_workers() == []
+
+
+def test_emnist_adaptive_without_the_database_says_where_to_get_it(tmp_path: Path) -> None:
+  result = _bash('emnist_adaptive.sh', f'--cache_dir={tmp_path}', 'fedadam', timeout=300)
+  helpers.assert_one_line_error(result, 'emnist_all.sqlite not found', str(tmp_path))
+
+
+def test_emnist_adaptive_rejects_an_unknown_optimizer() -> None:
+  result = _bash('emnist_adaptive.sh', 'fedsgdm', timeout=30)
+  helpers.assert_one_line_error(result, "unknown optimizer 'fedsgdm'")
+
+
+@pytest.mark.skipif(not bench_common.FLOWER_PYTHON.exists(),
+                    reason='the Flower environment (.venv-flower) is not installed; '
+                           'create it with `bash scripts/setup_flower.sh` (about 35 s)')
+def test_bench_peer_smoke(tmp_path: Path) -> None:
+  result = helpers.run_module(
+      'scripts.bench_peer', '--smoke', f'--results_dir={tmp_path / "results"}',
+      f'--runs_dir={tmp_path / "runs"}', timeout=600, check=True)
+  record = json.loads((tmp_path / 'results' / 'results.json').read_text())
+  systems = [r['system'] for r in record['results']]
+  assert systems[0].startswith('fedrecipes') and systems[1].startswith('Flower 1.42')
+  for row in record['results']:
+    assert len(row['round_seconds']) == 2 and row['seconds_per_round'] > 0
+    assert 0.0 <= row['final_test_accuracy'] <= 1.0
+  assert record['summary']['speedup_flower_over_fedrecipes'] > 0
+  assert (tmp_path / 'results' / 'seconds_per_round.png').stat().st_size > 5000
+  assert 'Flower s/round / fedrecipes s/round' in result.stdout
+  assert helpers.leaked_workers() == []
+  assert _ray_processes() == []
