@@ -132,6 +132,18 @@ class Setup:
     """The `--aggregator` factory: weighted if `self.weighted`, else unweighted."""
     return self._aggregator_fn(self.weighted)
 
+  def builder_args(self) -> dict[str, Any]:
+    """Keyword arguments that every `tff.learning.algorithms` builder of the FedAvg family
+    (fed_avg, fed_prox, fed_sgd) takes: optimizers, aggregator, client loop."""
+    args = {
+        'server_optimizer_fn': self.server_optimizer,
+        'model_aggregator': self.aggregator(),
+        'loop_implementation': self.loop_implementation,
+    }
+    if self.client_optimizer is not None:
+      args['client_optimizer_fn'] = self.client_optimizer
+    return args
+
 
 def _validate_common_flags() -> None:
   positive = ('num_clients', 'client_epochs_per_round', 'clients_per_round', 'total_rounds',

@@ -22,23 +22,10 @@ experiment.define_flags()
 
 
 def build_process(setup: experiment.Setup) -> tff.learning.templates.LearningProcess:
-  """FedAvg with the flags' optimizers and aggregator."""
-  if not setup.weighted:
-    return tff.learning.algorithms.build_unweighted_fed_avg(
-        setup.task.model_fn,
-        client_optimizer_fn=setup.client_optimizer,
-        server_optimizer_fn=setup.server_optimizer,
-        model_aggregator=setup.aggregator(),
-        loop_implementation=setup.loop_implementation,
-    )
-  return tff.learning.algorithms.build_weighted_fed_avg(
-      setup.task.model_fn,
-      client_optimizer_fn=setup.client_optimizer,
-      server_optimizer_fn=setup.server_optimizer,
-      client_weighting=tff.learning.ClientWeighting.NUM_EXAMPLES,
-      model_aggregator=setup.aggregator(),
-      loop_implementation=setup.loop_implementation,
-  )
+  """FedAvg with the flags' optimizers and aggregator, weighted or uniform."""
+  builder = (tff.learning.algorithms.build_weighted_fed_avg if setup.weighted
+             else tff.learning.algorithms.build_unweighted_fed_avg)
+  return builder(setup.task.model_fn, **setup.builder_args())
 
 
 def main(argv: list[str]) -> None:

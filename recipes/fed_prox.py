@@ -28,14 +28,8 @@ def build_process(setup: experiment.Setup) -> tff.learning.templates.LearningPro
     raise UserError(f'--proximal_strength must be non-negative, got {_PROXIMAL_STRENGTH.value}')
   builder = (tff.learning.algorithms.build_weighted_fed_prox if setup.weighted
              else tff.learning.algorithms.build_unweighted_fed_prox)
-  return builder(
-      setup.task.model_fn,
-      proximal_strength=_PROXIMAL_STRENGTH.value,
-      client_optimizer_fn=setup.client_optimizer,
-      server_optimizer_fn=setup.server_optimizer,
-      model_aggregator=setup.aggregator(),
-      loop_implementation=setup.loop_implementation,
-  )
+  return builder(setup.task.model_fn, proximal_strength=_PROXIMAL_STRENGTH.value,
+                 **setup.builder_args())
 
 
 def main(argv: list[str]) -> None:

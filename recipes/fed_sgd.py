@@ -20,12 +20,7 @@ experiment.define_flags(
 
 def build_process(setup: experiment.Setup) -> tff.learning.templates.LearningProcess:
   """FedSGD with the flags' server optimizer and aggregator (example-weighted)."""
-  return tff.learning.algorithms.build_fed_sgd(
-      setup.task.model_fn,
-      server_optimizer_fn=setup.server_optimizer,
-      model_aggregator=setup.aggregator(),
-      loop_implementation=setup.loop_implementation,
-  )
+  return tff.learning.algorithms.build_fed_sgd(setup.task.model_fn, **setup.builder_args())
 
 
 def main(argv: list[str]) -> None:
