@@ -18,13 +18,21 @@ def experiment_dir(root_output_dir: str | os.PathLike[str], experiment_name: str
   return path
 
 
+def _publish(tmp_name: str, path: Path) -> None:
+  # Temporary files are created 0600; give the result the usual umask-based mode.
+  umask = os.umask(0)
+  os.umask(umask)
+  os.chmod(tmp_name, 0o666 & ~umask)
+  os.replace(tmp_name, path)
+
+
 def _atomic_write_text(path: Path, text: str) -> None:
   # Write-then-rename so a killed run never leaves a half-written file behind.
   path.parent.mkdir(parents=True, exist_ok=True)
   with tempfile.NamedTemporaryFile('w', dir=path.parent, delete=False, suffix='.tmp') as f:
     f.write(text)
     tmp_name = f.name
-  os.replace(tmp_name, path)
+  _publish(tmp_name, path)
 
 
 def write_json(path: str | os.PathLike[str], value: Any) -> Path:
@@ -53,7 +61,7 @@ def write_csv(path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]]) -
     writer.writeheader()
     writer.writerows(rows)
     tmp_name = f.name
-  os.replace(tmp_name, path)
+  _publish(tmp_name, path)
   return path
 
 

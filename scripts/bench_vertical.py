@@ -56,7 +56,7 @@ if TYPE_CHECKING:
 # pools is unsafe) re-import this module and need nothing but the cryptography.
 
 _SMOKE = flags.DEFINE_bool('smoke', False, 'Tiny sizes and 1 epoch; checks are reported, not enforced.')
-_OUTPUT_DIR = flags.DEFINE_string('output_dir', 'results/vertical', 'Where the results go.')
+_OUTPUT_DIR = flags.DEFINE_string('output_dir', 'docs/benchmarks/vertical', 'Where the results go.')
 _PSI_WORKERS = flags.DEFINE_integer('psi_workers', os.cpu_count() or 1, 'Processes for the PSI.',
                                     lower_bound=1)
 _REPEATS = flags.DEFINE_integer('repeats', 3, 'Timed repetitions of the PSI and of each fusion.',

@@ -131,7 +131,8 @@ def load(task: str, *, num_parties: int, overlap: float, seed: int) -> VerticalD
     The per-party tables.
 
   Raises:
-    UserError: Unknown task, or more parties than the task has feature groups.
+    UserError: Unknown task, more parties than the task has feature groups, or an
+      overlap outside (0, 1].
   """
   _check_task(task)
   table = TASKS[task]()

@@ -50,16 +50,17 @@ class Aligned:
 
   config: Config
   dataset: data.VerticalDataset
-  psi: psi.PsiResult
+  psi_result: psi.PsiResult
   split: data.AlignedSplit
 
   def psi_summary(self) -> dict[str, Any]:
+    """Set sizes, intersection size, time and traffic of the PSI, for logs and summaries."""
     return {
-        'set_sizes': dict(self.psi.set_sizes),
-        'intersection_size': self.psi.intersection_size,
-        'seconds': self.psi.seconds,
-        'messages': len(self.psi.transcript.messages),
-        'bytes': self.psi.transcript.num_bytes,
+        'set_sizes': dict(self.psi_result.set_sizes),
+        'intersection_size': self.psi_result.intersection_size,
+        'seconds': self.psi_result.seconds,
+        'messages': len(self.psi_result.transcript.messages),
+        'bytes': self.psi_result.transcript.num_bytes,
     }
 
 
@@ -101,12 +102,12 @@ def train_vertical(split: data.AlignedSplit, config: Config, *, num_classes: int
   for epoch in range(1, config.epochs + 1):
     losses.append(model.train_epoch(split.train_features, split.train_labels,
                                     batch_size=config.batch_size, rng=rng))
-    predictions = model.predict_proba(split.test_features).argmax(axis=1)
-    accuracies.append(float(np.mean(predictions == split.test_labels)))
+    probabilities = model.predict_proba(split.test_features)
+    accuracies.append(float(np.mean(probabilities.argmax(axis=1) == split.test_labels)))
     if on_epoch is not None:
       on_epoch(epoch, losses[-1], accuracies[-1])
   seconds = time.perf_counter() - start
-  return baselines.TrainedModel(model.predict_proba(split.test_features), losses, accuracies, seconds)
+  return baselines.TrainedModel(probabilities, losses, accuracies, seconds)
 
 
 def train_in_one_place(split: data.AlignedSplit, config: Config, *, parties: Sequence[int],
