@@ -20,6 +20,7 @@ import tasks
 from recipes import aggregator_flags
 from recipes import optimizers
 from recipes import outputs
+from recipes import runtime
 from recipes import training_loop
 from recipes.errors import UserError
 from recipes.runtime import import_tff
@@ -32,7 +33,7 @@ FLAGS = flags.FLAGS
 # Flags that only steer a run (not what is learned): they may change on --resume.
 _RUN_CONTROL_FLAGS = frozenset({
     'total_rounds', 'rounds_per_eval', 'rounds_per_checkpoint', 'target_accuracy', 'resume',
-    'progress', 'experiment_name', 'root_output_dir',
+    'progress', 'experiment_name', 'root_output_dir', 'tff_worker',
 })
 _LOOPS = {
     'dataset_iterator': tff.learning.LoopImplementation.DATASET_ITERATOR,
@@ -101,6 +102,10 @@ def define_flags(
   flags.DEFINE_integer('seed', 0, 'Seeds the partition, client sampling and model initialisation.')
   flags.DEFINE_enum('loop_implementation', 'dataset_iterator', list(_LOOPS),
                     'Client loop (dataset_iterator is faster on CPU).')
+  flags.DEFINE_string('tff_worker', None,
+                      'host:port of a TFF C++ worker started elsewhere (python -m '
+                      'scripts.start_worker --port=N) that runs the computations; default: a '
+                      'worker on this machine, started and stopped by the recipe.')
   # Outputs.
   flags.DEFINE_string('experiment_name', None, 'Name of the run directory; default: <recipe>-<task>-<time>.')
   flags.DEFINE_string('root_output_dir', 'runs', 'Parent directory of experiment directories.')
@@ -114,7 +119,9 @@ class Setup:
   """What a recipe's `build_process` assembles into a `tff.learning` process.
 
   Attributes:
-    task: The task; `task.model_fn` is the model function.
+    task: The task (`training_loop.for_learning_process`); `task.model_fn` is the model
+      function. Its Keras models start from zeros: the training loop puts random initial
+      weights into the process's first state.
     weighted: Whether client updates are weighted by example counts.
     client_optimizer: Client optimizer (None for recipes without one, e.g. FedSGD).
     server_optimizer: Server optimizer.
@@ -229,6 +236,9 @@ def run(
     if FLAGS[name].present:
       raise UserError(f'--{name} does not apply to {recipe}')
   _validate_common_flags()
+  if FLAGS.tff_worker:
+    # Before any computation runs, so that TFF never starts a local worker.
+    runtime.use_remote_worker(FLAGS.tff_worker)
   task = _create_task()
   num_clients = len(task.train_data.client_ids)
   if FLAGS.clients_per_round > num_clients:
@@ -243,7 +253,7 @@ def run(
   if weighted is None:
     weighted = FLAGS.weighting == 'num_examples'
   setup = Setup(
-      task=task,
+      task=training_loop.for_learning_process(task),
       weighted=weighted,
       client_optimizer=(optimizers.optimizer_from_flags('client')
                         if 'client_optimizer' in FLAGS else None),
@@ -268,9 +278,12 @@ def run(
     training_loop.check_fresh_output(out)
   if not (out / 'hparams.json').exists() or not FLAGS.resume:
     outputs.write_json(out / 'hparams.json', hparams)
+  where = f', on the TFF worker at {FLAGS.tff_worker}' if FLAGS.tff_worker else ''
   print(f'{recipe}: training on {task.name} ({num_clients} clients, {FLAGS.clients_per_round} per '
-        f'round, model {task.model_name}); outputs in {out}', flush=True)
-  summary = training_loop.run_training(process, task, config, description=recipe)
+        f'round, model {task.model_name}{where}); outputs in {out}', flush=True)
+  summary = training_loop.run_training(
+      process, task, config, description=recipe,
+      initial_weights=training_loop.initial_model_weights(task))
   summary = {'recipe': recipe, **summary}
   if report is not None:
     summary.update(report(setup, summary))

@@ -14,6 +14,15 @@ cleanup (no library offers this, hence the hand-written code):
    or Ctrl-C;
 3. SIGTERM and SIGHUP are turned into `SystemExit`, so the `atexit` hook also runs when
    a scheduler or a closed terminal ends the run.
+
+Every worker also starts with SIGINT at its default action: a run started in the
+background by a non-interactive shell (`... &`, nohup) inherits SIGINT ignored, and TFF
+stops its worker with SIGINT and then waits for it without a timeout, so such a run
+hung at exit after writing all its outputs.
+
+`use_remote_worker(address)` points TFF at a worker that runs elsewhere (started with
+`python -m scripts.start_worker --port=N` on a bigger machine) instead of starting one
+here: the recipes' `--tff_worker=host:port`.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ import atexit
 import ctypes
 import functools
 import gc
+import importlib.util
 import os
 import signal
 import subprocess
@@ -29,6 +39,8 @@ import sys
 import time
 from types import ModuleType
 from typing import Any
+
+from recipes.errors import UserError
 
 WORKER_BINARY_NAME = 'worker_binary'
 _PR_SET_PDEATHSIG = 1
@@ -40,7 +52,12 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
 
 def _set_parent_death_signal() -> None:
-  """Runs in the forked child before exec: die with SIGKILL when the parent dies."""
+  """Runs in the forked child before exec: die with SIGKILL when the parent dies.
+
+  Also puts SIGINT back to its default action (see the module docstring): an ignored
+  signal stays ignored across exec.
+  """
+  signal.signal(signal.SIGINT, signal.SIG_DFL)
   try:
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -55,6 +72,28 @@ class _PopenWithParentDeath(subprocess.Popen):
     if kwargs.get('preexec_fn') is None and sys.platform.startswith('linux'):
       kwargs['preexec_fn'] = _set_parent_death_signal
     super().__init__(args, *pargs, **kwargs)
+
+
+def worker_binary_path() -> str:
+  """The C++ worker bundled with TFF, found without importing TFF (which takes seconds).
+
+  Raises:
+    UserError: If TFF or its worker binary is not installed.
+  """
+  spec = importlib.util.find_spec('tensorflow_federated')
+  locations = list(spec.submodule_search_locations or []) if spec else []
+  if not locations:
+    raise UserError('tensorflow_federated is not installed; run `bash scripts/setup.sh`')
+  path = os.path.join(locations[0], 'data', WORKER_BINARY_NAME)
+  if not os.access(path, os.X_OK):
+    raise UserError(f'TFF\'s worker binary is missing at {path}; run `bash scripts/setup.sh`')
+  return path
+
+
+def worker_command(port: int, max_concurrent_computation_calls: int = -1) -> list[str]:
+  """The command line of a worker serving on `port` (as TFF's local context starts it)."""
+  return [worker_binary_path(), f'--port={port}',
+          f'--max_concurrent_computation_calls={max_concurrent_computation_calls}']
 
 
 def worker_pids(parent_pid: int | None = None) -> list[int]:
@@ -162,3 +201,75 @@ def import_tff() -> ModuleType:
   shim.Popen = _PopenWithParentDeath
   executor_factory.subprocess = shim
   return tff
+
+
+# gRPC limits of TFF's own local context (executor_stacks/executor_factory.py): model
+# states and client datasets travel as single messages.
+_GRPC_MAX_MESSAGE_BYTES = 2 * 1000 * 1000 * 1000
+_GRPC_CHANNEL_OPTIONS = [
+    ('grpc.max_message_length', _GRPC_MAX_MESSAGE_BYTES),
+    ('grpc.max_receive_message_length', _GRPC_MAX_MESSAGE_BYTES),
+    ('grpc.max_send_message_length', _GRPC_MAX_MESSAGE_BYTES),
+]
+
+
+def parse_worker_address(address: str) -> tuple[str, int]:
+  """Splits `host:port` (IPv6 as `[::1]:port`); raises ValueError with a readable reason."""
+  host, sep, port = address.strip().rpartition(':')
+  if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    raise ValueError(f'expected host:port (e.g. localhost:8000), got {address!r}')
+  return host, int(port)
+
+
+def use_remote_worker(address: str, *, connect_timeout_seconds: float = 10.0) -> Any:
+  """Makes TFF run every computation on the C++ worker at `address` (host:port).
+
+  The same pieces as TFF's local C++ context (a gRPC stub, a `RemoteExecutor` per set of
+  cardinalities, the native compiler), pointed at a worker that someone started, on this
+  or another machine, instead of one that TFF starts as our child; so no local worker
+  starts. Call it before the first computation runs.
+
+  Args:
+    address: `host:port` of a running `worker_binary` (`python -m scripts.start_worker`).
+    connect_timeout_seconds: How long to wait for the worker to answer.
+
+  Returns:
+    The installed execution context.
+
+  Raises:
+    UserError: If the address is malformed or no worker answers there in time.
+  """
+  import grpc  # pylint: disable=g-import-not-at-top  # Comes with TFF; loaded only when used.
+
+  try:
+    parse_worker_address(address)
+  except ValueError as e:
+    raise UserError(f'--tff_worker: {e}') from None
+  tff = import_tff()
+  channel = grpc.insecure_channel(address, _GRPC_CHANNEL_OPTIONS)
+  try:
+    grpc.channel_ready_future(channel).result(timeout=connect_timeout_seconds)
+  except grpc.FutureTimeoutError:
+    channel.close()
+    raise UserError(
+        f'no TFF worker answers at {address} (waited {connect_timeout_seconds:g} s); start one '
+        f'there with `python -m scripts.start_worker --port={address.rpartition(":")[2]}`'
+    ) from None
+  stub = tff.framework.RemoteExecutorGrpcStub(channel)
+
+  def executor_stack(cardinalities: dict[Any, int]) -> Any:
+    # As TFF's local stack: an unknown number of clients defaults to 0.
+    if cardinalities.get(tff.CLIENTS) is None:
+      cardinalities[tff.CLIENTS] = 0
+    executor = tff.framework.RemoteExecutor(stub)
+    executor.set_cardinalities(cardinalities)
+    return executor
+
+  context = tff.framework.SyncExecutionContext(
+      executor_fn=tff.framework.ResourceManagingExecutorFactory(executor_stack),
+      compiler_fn=tff.backends.native.desugar_and_transform_to_native,
+      transform_args=tff.tensorflow.transform_args,
+      transform_result=tff.tensorflow.transform_result,
+  )
+  tff.framework.set_default_context(context)
+  return context

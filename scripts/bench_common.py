@@ -14,12 +14,11 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from recipes import outputs
 from recipes.errors import UserError
@@ -42,75 +41,28 @@ def subprocess_env(**extra: str) -> dict[str, str]:
   return {**os.environ, 'PYTHONPATH': pythonpath, 'TF_CPP_MIN_LOG_LEVEL': '3', **extra}
 
 
-def run_command(command: Sequence[str], *, timeout: float, what: str,
-                while_waiting: Callable[[subprocess.Popen[str]], None] | None = None,
-                poll_seconds: float = 5.0) -> tuple[str, float]:
+def run_command(command: Sequence[str], *, timeout: float, what: str) -> tuple[str, float]:
   """Runs a command with piped output; returns (stdout, wall seconds).
 
   Pipes are deliberate: a child that leaked a TFF worker holding them open would hang
   (and hit the timeout) here instead of passing unnoticed.
 
-  Args:
-    command: The command line.
-    timeout: Seconds before the command is killed and reported as failed.
-    what: Names the command in errors.
-    while_waiting: Called with the process every `poll_seconds` while it runs.
-    poll_seconds: See `while_waiting`.
-
   Raises:
     UserError: If the command fails or times out; the message ends with its last stderr line.
   """
   started = time.perf_counter()
-  process = subprocess.Popen(
-      list(command), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-      env=subprocess_env(), stdin=subprocess.DEVNULL)
-  while True:
-    try:
-      # Retrying communicate() after a timeout loses no output.
-      stdout, stderr = process.communicate(timeout=poll_seconds)
-      break
-    except subprocess.TimeoutExpired:
-      if time.perf_counter() - started > timeout:
-        process.kill()
-        process.communicate()
-        raise UserError(f'{what} did not finish within {timeout:.0f} s') from None
-      if while_waiting is not None:
-        while_waiting(process)
+  try:
+    result = subprocess.run(
+        list(command), capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+        env=subprocess_env(), stdin=subprocess.DEVNULL)
+  except subprocess.TimeoutExpired as e:
+    raise UserError(f'{what} did not finish within {timeout:.0f} s') from e
   seconds = time.perf_counter() - started
-  if process.returncode != 0:
-    lines = [l for l in stderr.strip().splitlines() if l.strip()]
+  if result.returncode != 0:
+    lines = [l for l in result.stderr.strip().splitlines() if l.strip()]
     last = lines[-1] if lines else '(no output)'
-    raise UserError(f'{what} failed with exit code {process.returncode}: {last}')
-  return stdout, seconds
-
-
-class _ExitWatch:
-  """Unblocks a recipe that finished its run but hangs at exit in TFF's worker shutdown.
-
-  Seen here after long runs: at exit, TFF's worker manager sends its C++ worker SIGINT
-  and waits for it without a timeout; the worker sometimes ignores SIGINT, and the recipe
-  then never exits. Once the final summary.json has been written and the process is still
-  there `grace_seconds` later, its workers get SIGTERM (which they obey).
-  """
-
-  def __init__(self, summary_path: Path, grace_seconds: float = 30.0) -> None:
-    self._summary_path = summary_path
-    self._grace_seconds = grace_seconds
-    self.unblocked: list[int] = []
-
-  def __call__(self, process: subprocess.Popen[str]) -> None:
-    from recipes import runtime  # pylint: disable=g-import-not-at-top  # stdlib only, no TFF
-    try:
-      written = self._summary_path.stat().st_mtime
-      final = 'recipe' in json.loads(self._summary_path.read_text())  # The recipe's last write.
-    except (OSError, ValueError):
-      return
-    if final and time.time() - written > self._grace_seconds:
-      for pid in runtime.worker_pids(process.pid):
-        os.kill(pid, signal.SIGTERM)
-        self.unblocked.append(pid)
-        print(f'bench: {self._summary_path.parent.name} finished but hung at exit in TFF\'s '
-              f'worker shutdown; sent its worker {pid} SIGTERM', file=sys.stderr, flush=True)
+    raise UserError(f'{what} failed with exit code {result.returncode}: {last}')
+  return result.stdout, seconds
 
 
 def run_recipe(
@@ -125,21 +77,17 @@ def run_recipe(
 
   Returns:
     {'summary': summary.json, 'rows': metrics.csv rows, 'process_seconds': wall seconds
-    of the whole process (start-up included), 'output_dir': the run directory,
-    'exit_unblocked': whether it hung at exit and its TFF worker had to be stopped}.
+    of the whole process (start-up included), 'output_dir': the run directory}.
   """
-  out = runs_dir / name
   command = [sys.executable, '-m', module, *flags, '--progress=false',
              f'--root_output_dir={runs_dir}', f'--experiment_name={name}']
-  watch = _ExitWatch(out / 'summary.json')
-  _, seconds = run_command(command, timeout=timeout, what=f'{module} ({name})',
-                           while_waiting=watch)
+  _, seconds = run_command(command, timeout=timeout, what=f'{module} ({name})')
+  out = runs_dir / name
   return {
       'summary': json.loads((out / 'summary.json').read_text()),
       'rows': outputs.read_csv(out / 'metrics.csv'),
       'process_seconds': seconds,
       'output_dir': out,
-      'exit_unblocked': bool(watch.unblocked),
   }
 
 

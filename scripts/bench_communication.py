@@ -135,7 +135,7 @@ ALGORITHMS = (
               tuned='server_learning_rate', learning_rate=0.2, grid=(),
               budget=1000, epochs=None, batch=None),
     _fedavg(1, 10, 0.05, (), budget=500),
-    _fedavg(1, 50, 0.1, (0.1, 0.2), budget=800),
+    _fedavg(1, 50, 0.2, (0.1, 0.2), budget=800),
     _fedavg(5, 10, 0.05, (), budget=400),
     _fedavg(5, 50, 0.1, (0.1, 0.2), budget=500),
     _fedopt('fedavgm', 'FedAvgM (server momentum 0.9)',
@@ -184,9 +184,20 @@ def _run(algorithm: Algorithm, runs_dir: Path, learning_rate: float | None = Non
        # Checkpoints are not needed here; writing them every 10 rounds costs time.
        f'--rounds_per_checkpoint={budget}'],
       runs_dir=runs_dir, name=name or algorithm.key)
+  row = result_row(algorithm, run, rate, budget, target)
+  reached = row['rounds_to_target'] is not None
+  print(f'  {algorithm.label:32s} lr {rate:<6g} '
+        f'{"reached at round " + str(row["rounds_to_target"]) if reached else "not reached in " + str(budget) + " rounds"}'
+        f' (final accuracy {row["final_test_accuracy"]:.4f}, {row["train_seconds"]:.0f} s)', flush=True)
+  return row
+
+
+def result_row(algorithm: Algorithm, run: dict[str, Any], rate: float, budget: int,
+               target: float) -> dict[str, Any]:
+  """One table row (and the test-accuracy curve) from what `bench_common.run_recipe` read."""
   summary = run['summary']
   rounds, accuracies = bench_common.curve(run['rows'])
-  row = {
+  return {
       'key': algorithm.key,
       'algorithm': algorithm.label,
       'recipe': algorithm.module,
@@ -205,23 +216,17 @@ def _run(algorithm: Algorithm, runs_dir: Path, learning_rate: float | None = Non
       'train_seconds': summary['wall_seconds_this_run'],
       'seconds_per_round': summary['mean_round_seconds_this_run'],
       'process_seconds': round(run['process_seconds'], 1),
-      'exit_unblocked': run['exit_unblocked'],
       'flags': ' '.join(algorithm.command_flags(rate)),
       'curve_rounds': rounds,
       'curve_test_accuracy': accuracies,
   }
-  reached = row['rounds_to_target'] is not None
-  print(f'  {algorithm.label:32s} lr {rate:<6g} '
-        f'{"reached at round " + str(row["rounds_to_target"]) if reached else "not reached in " + str(budget) + " rounds"}'
-        f' (final accuracy {row["final_test_accuracy"]:.4f}, {row["train_seconds"]:.0f} s)', flush=True)
-  return row
 
 
 def _shown(row: dict[str, Any]) -> dict[str, Any]:
-  """The row as the table shows it: a missed target says so, with the budget."""
+  """The row as the table shows it: a missed target says so, with the rounds run."""
   if row['rounds_to_target'] is not None:
     return row
-  return {**row, 'rounds_to_target': f'not reached ({row["round_budget"]})'}
+  return {**row, 'rounds_to_target': f'not reached in {row["rounds_run"]}'}
 
 
 def _add_speedups(rows: list[dict[str, Any]]) -> None:

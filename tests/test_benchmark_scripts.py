@@ -125,7 +125,7 @@ def test_emnist_adaptive_rejects_an_unknown_optimizer() -> None:
                            'create it with `bash scripts/setup_flower.sh` (about 35 s)')
 def test_bench_peer_smoke(tmp_path: Path) -> None:
   result = helpers.run_module(
-      'scripts.bench_peer', '--smoke', f'--results_dir={tmp_path / "results"}',
+      'scripts.bench_peer', '--smoke', '--repeats=1', f'--results_dir={tmp_path / "results"}',
       f'--runs_dir={tmp_path / "runs"}', timeout=600, check=True)
   record = json.loads((tmp_path / 'results' / 'results.json').read_text())
   systems = [r['system'] for r in record['results']]

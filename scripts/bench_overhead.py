@@ -1,0 +1,348 @@
+"""Simulation overhead: examples per second of a FedAvg round against Keras `fit`.
+
+One FedAvg round (10 clients x 80 examples of `mnist_digits`, McMahan's CNN, batch 20,
+one local epoch) trains on 800 examples; so does one epoch of centralized Keras `fit` on
+the same 800 examples with the same model, batch size and SGD step. The ratio of their
+examples per second says what the federated simulation costs on top of the training.
+
+Contenders take turns round by round on the same sampled clients (warm-up rounds
+dropped; who goes first rotates every round):
+
+  keras_fit       `model.fit(x, y, batch_size, epochs=1, shuffle=True)` on the round's examples
+  tff_defaults    raw TFF with its defaults: `build_weighted_fed_avg(task.model_fn, ...)`
+                  (DATASET_REDUCE loop), client datasets rebuilt every round, TFF's stock
+                  local C++ worker
+  recipes         what every recipe runs (recipes/experiment.py, recipes/training_loop.py):
+                  DATASET_ITERATOR loop, `ClientDatasets` (built once per client), the
+                  process built from `for_learning_process(task)`, then `process.next`
+
+`--ablations` adds the steps in between, each adding one change to the previous one:
+`iterator` (DATASET_ITERATOR), `iterator_cached` (ClientDatasets), `fixed_input_spec`
+(`for_learning_process` without its zero initializers: the training data no longer
+rides along in the computation); `recipes` then adds the zero initializers. Last,
+`recipes_concurrency_N` runs the recipes on a worker that runs at most N = cores client
+computations at once instead of all clients of the round.
+
+  python -m scripts.bench_overhead                  # the benchmark (about 3 minutes)
+  python -m scripts.bench_overhead --ablations      # with the intermediate steps
+  python -m scripts.bench_overhead --smoke          # a tiny wiring check (tests)
+
+Outputs (default docs/benchmarks/overhead/): results.json, results.csv, table.md,
+overhead.png. Every contender runs on its own execution context, hence its own worker.
+Ratios are medians of per-round ratios with their quartiles, and the ratio of the best
+(least disturbed) rounds; the CPU columns count this process plus the contender's
+worker, which other processes' load disturbs less than wall time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import os
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from absl import flags
+import numpy as np
+
+from recipes import cli
+from recipes import experiment
+from recipes import runtime
+from recipes import training_loop
+from recipes.errors import UserError
+from scripts import bench_common
+from scripts import bench_timing
+import tasks
+
+tff = runtime.import_tff()
+import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-order
+
+_SMOKE = flags.DEFINE_bool('smoke', False, 'Tiny settings (synthetic task, tiny model, 2 rounds): a wiring check.')
+_ABLATIONS = flags.DEFINE_bool('ablations', False, 'Also time the steps between raw TFF and the recipes.')
+_ROUNDS = flags.DEFINE_integer('rounds', 12, 'Timed rounds per contender.')
+_WARMUP_ROUNDS = flags.DEFINE_integer('warmup_rounds', 2, 'Untimed rounds first (tracing, caches).')
+_CLIENTS_PER_ROUND = flags.DEFINE_integer('clients_per_round', 10, 'Clients per round.')
+_NUM_CLIENTS = flags.DEFINE_integer(
+    'num_clients', 100, 'mnist_digits clients, iid: 8,000 examples / this many per client.')
+_BATCH_SIZE = flags.DEFINE_integer('batch_size', 20, 'Local (and Keras) batch size.')
+_MODEL = flags.DEFINE_string('model', 'cnn', 'Model (one of tasks.models.MODELS).')
+_LEARNING_RATE = flags.DEFINE_float('learning_rate', 0.05, 'Client (and Keras) SGD learning rate.')
+_SEED = flags.DEFINE_integer('seed', 0, 'Seeds the partition and client sampling.')
+_RESULTS_DIR = flags.DEFINE_string(
+    'results_dir', str(bench_common.RESULTS_ROOT / 'overhead'), 'Where results go.')
+
+SMOKE_SETTINGS = {'task': 'synthetic', 'model': 'tiny', 'num_clients': 20,
+                  'clients_per_round': 2, 'batch_size': 4, 'rounds': 2, 'warmup_rounds': 1}
+
+
+class KerasFit:
+  """Centralized Keras training on the examples of the sampled clients (the baseline)."""
+
+  name = 'keras_fit'
+  description = 'Keras fit: 1 epoch on the same examples, same model, batch and SGD'
+  worker_pid = None
+
+  def __init__(self, task: tasks.Task, batch_size: int, learning_rate: float) -> None:
+    self._task = task
+    self._batch_size = batch_size
+    self._model = task.keras_model_fn()
+    self._model.compile(
+        optimizer=tf.keras.optimizers.SGD(learning_rate),
+        loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[tf.keras.metrics.SparseCategoricalAccuracy()])
+    self._arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+  def _client_arrays(self, cid: str) -> tuple[np.ndarray, np.ndarray]:
+    # The examples as arrays, read once: a Keras user holds the data in memory.
+    if cid not in self._arrays:
+      dataset = self._task.train_data.create_tf_dataset_for_client(cid)
+      x, y = dataset.batch(10**7).get_single_element()
+      self._arrays[cid] = (x.numpy(), y.numpy())
+    return self._arrays[cid]
+
+  def round(self, client_ids: Sequence[str]) -> None:
+    arrays = [self._client_arrays(cid) for cid in client_ids]
+    x = np.concatenate([a[0] for a in arrays])
+    y = np.concatenate([a[1] for a in arrays])
+    self._model.fit(x, y, batch_size=self._batch_size, epochs=1, shuffle=True, verbose=0)
+
+
+@dataclasses.dataclass
+class Federated:
+  """A FedAvg process on its own execution context (so its own C++ worker)."""
+
+  name: str
+  description: str
+  process: Any
+  datasets: Callable[[list[str]], list[Any]]
+  context: Any
+  set_initial_weights: bool = False
+  state: Any = None
+  worker_pid: int | None = None
+
+  def initialize(self, task: tasks.Task) -> None:
+    """Makes the first state (and so starts the worker); after every process is built."""
+    tff.framework.set_default_context(self.context)
+    known = runtime.worker_pids(os.getpid())
+    state = self.process.initialize()
+    if self.set_initial_weights:
+      state = self.process.set_model_weights(state, training_loop.initial_model_weights(task))
+    self.state = state
+    self.worker_pid = bench_timing.new_worker_pid(known)
+
+  def round(self, client_ids: Sequence[str]) -> None:
+    tff.framework.set_default_context(self.context)
+    self.state = self.process.next(self.state, self.datasets(list(client_ids))).state
+
+
+def _rebuilt_each_round(task: tasks.Task) -> Callable[[list[str]], list[Any]]:
+  """Raw TFF usage: every round builds the sampled clients' datasets anew."""
+  return lambda ids: [task.preprocess_train(task.train_data.create_tf_dataset_for_client(c))
+                      for c in ids]
+
+
+def _stock_context(max_concurrent_computation_calls: int = -1) -> Any:
+  return tff.backends.native.create_sync_local_cpp_execution_context(
+      max_concurrent_computation_calls=max_concurrent_computation_calls)
+
+
+def build_contenders(task: tasks.Task, *, learning_rate: float, batch_size: int,
+                     ablations: bool) -> list[Any]:
+  """The contenders; Keras last, since tracing TFF processes invalidates earlier Keras models."""
+  def optimizer() -> Any:
+    return tff.learning.optimizers.build_sgdm(learning_rate)
+
+  loops = tff.learning.LoopImplementation
+  raw = tff.learning.algorithms.build_weighted_fed_avg(
+      task.model_fn, client_optimizer_fn=optimizer(),
+      server_optimizer_fn=tff.learning.optimizers.build_sgdm(1.0),
+      loop_implementation=loops.DATASET_REDUCE)
+  # Exactly what recipes/fed_avg.py builds from experiment.run's Setup.
+  setup = experiment.Setup(
+      task=training_loop.for_learning_process(task), weighted=True,
+      client_optimizer=optimizer(), server_optimizer=tff.learning.optimizers.build_sgdm(1.0),
+      loop_implementation=loops.DATASET_ITERATOR,
+      _aggregator_fn=lambda weighted: tff.aggregators.MeanFactory())
+  recipe = tff.learning.algorithms.build_weighted_fed_avg(setup.task.model_fn, **setup.builder_args())
+  contenders: list[Any] = [
+      Federated('tff_defaults', 'raw TFF defaults: DATASET_REDUCE, datasets rebuilt per round',
+                raw, _rebuilt_each_round(task), _stock_context()),
+      Federated('recipes', 'the recipes\' plumbing: DATASET_ITERATOR, ClientDatasets, '
+                'for_learning_process', recipe, training_loop.ClientDatasets(task),
+                tff.framework.get_context_stack().current, set_initial_weights=True),
+  ]
+  if ablations:
+    def iterator_process(model_task: tasks.Task) -> Any:
+      return tff.learning.algorithms.build_weighted_fed_avg(
+          model_task.model_fn, client_optimizer_fn=optimizer(),
+          server_optimizer_fn=tff.learning.optimizers.build_sgdm(1.0),
+          loop_implementation=loops.DATASET_ITERATOR)
+
+    iterator = iterator_process(task)
+    fixed_spec = iterator_process(
+        training_loop.for_learning_process(task, skip_initializer_draws=False))
+    cores = os.cpu_count() or 1
+    contenders[1:1] = [
+        Federated('iterator', '+ DATASET_ITERATOR loop', iterator,
+                  _rebuilt_each_round(task), _stock_context()),
+        Federated('iterator_cached', '+ datasets built once per client', iterator,
+                  training_loop.ClientDatasets(task), _stock_context()),
+        Federated('fixed_input_spec', '+ input spec fixed eagerly (no data in the computation)',
+                  fixed_spec, training_loop.ClientDatasets(task), _stock_context()),
+    ]
+    contenders.append(Federated(
+        f'recipes_concurrency_{cores}', f'recipes on a worker running at most {cores} client '
+        'computations at once', recipe, training_loop.ClientDatasets(task),
+        _stock_context(cores), set_initial_weights=True))
+  for contender in contenders:
+    contender.initialize(task)
+  contenders.insert(0, KerasFit(task, batch_size, learning_rate))
+  return contenders
+
+
+def measure(contenders: Sequence[Any], client_ids: Sequence[str], *, clients_per_round: int,
+            rounds: int, warmup_rounds: int, seed: int,
+            load: bench_common.LoadMonitor) -> dict[str, list[bench_timing.RoundTime]]:
+  """Interleaved rounds: every contender trains on the same sampled clients each round."""
+  times: dict[str, list[bench_timing.RoundTime]] = {c.name: [] for c in contenders}
+  for round_num in range(1, warmup_rounds + rounds + 1):
+    sampled = training_loop.sample_clients(list(client_ids), clients_per_round, seed, round_num)
+    for contender in bench_timing.rotate(contenders, round_num):
+      _, elapsed = bench_timing.timed(lambda: contender.round(sampled), contender.worker_pid)
+      if round_num > warmup_rounds:
+        times[contender.name].append(elapsed)
+    load.sample()
+    print(f'round {round_num}/{warmup_rounds + rounds}: ' + ', '.join(
+        f'{name} {t[-1].wall:.2f} s' for name, t in times.items() if t), flush=True)
+  return times
+
+
+def summarize(contenders: Sequence[Any], times: dict[str, list[bench_timing.RoundTime]],
+              examples_per_round: float) -> list[dict[str, Any]]:
+  """One row per contender: seconds, examples/s and the paired ratios against Keras."""
+  keras = times[KerasFit.name]
+  rows = []
+  for contender in contenders:
+    own = times[contender.name]
+    walls = [t.wall for t in own]
+    ratios = [k.wall / t.wall for k, t in zip(keras, own)]
+    cpu_ratios = [k.total_cpu / t.total_cpu for k, t in zip(keras, own)]
+    seconds = bench_timing.spread(walls)
+    ratio = bench_timing.spread(ratios)
+    cpu_ratio = bench_timing.spread(cpu_ratios)
+    rows.append({
+        'contender': contender.name,
+        'description': contender.description,
+        'examples_per_round': examples_per_round,
+        'rounds_timed': len(own),
+        'seconds_per_round_median': seconds['median'],
+        'seconds_per_round_p25': seconds['p25'],
+        'seconds_per_round_p75': seconds['p75'],
+        'examples_per_second': examples_per_round / seconds['median'],
+        'ratio_vs_keras_median': ratio['median'],
+        'ratio_vs_keras_p25': ratio['p25'],
+        'ratio_vs_keras_p75': ratio['p75'],
+        'cpu_seconds_per_round_median': float(np.median([t.total_cpu for t in own])),
+        'worker_cpu_seconds_per_round_median': float(np.median([t.worker_cpu for t in own])),
+        'cpu_ratio_vs_keras_median': cpu_ratio['median'],
+        # Least-disturbed rounds (as timeit takes the minimum): on a shared machine the
+        # closest to what an idle one would show.
+        'best_round_ratio_vs_keras': min(t.wall for t in keras) / seconds['min'],
+        'ratio_text': bench_timing.fmt_spread(ratio),
+        'per_round_seconds': walls,
+        'per_round_ratio_vs_keras': ratios,
+    })
+  return rows
+
+
+COLUMNS = [
+    ('contender', 'contender', ''),
+    ('seconds_per_round_median', 's/round', '.3f'),
+    ('examples_per_second', 'examples/s', '.0f'),
+    ('ratio_text', 'vs Keras fit: median [quartiles]', ''),
+    ('best_round_ratio_vs_keras', 'best rounds vs Keras', '.2f'),
+    ('cpu_seconds_per_round_median', 'CPU s/round', '.3f'),
+    ('cpu_ratio_vs_keras_median', 'CPU ratio vs Keras', '.2f'),
+]
+
+
+def plot(rows: Sequence[dict[str, Any]], path: Any, *, title: str) -> None:
+  """Examples/s per contender (bars, quartile whiskers) and the per-round ratios."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  fig, (bars, ratios) = plt.subplots(1, 2, figsize=(12, 4.5))
+  names = [r['contender'] for r in rows]
+  rate = [r['examples_per_second'] for r in rows]
+  low = [r['examples_per_round'] / r['seconds_per_round_p75'] for r in rows]
+  high = [r['examples_per_round'] / r['seconds_per_round_p25'] for r in rows]
+  bars.bar(names, rate, yerr=[np.subtract(rate, low), np.subtract(high, rate)], capsize=4,
+           color=['gray'] + ['tab:blue'] * (len(rows) - 1))
+  bars.set_ylabel('examples per second (median, quartiles)')
+  bars.tick_params(axis='x', labelrotation=20, labelsize=8)
+  bars.grid(alpha=0.3, axis='y')
+  ratios.boxplot([r['per_round_ratio_vs_keras'] for r in rows[1:]])
+  ratios.set_xticks(range(1, len(rows)), [r['contender'] for r in rows[1:]])
+  ratios.axhline(1.0, color='black', linestyle='--', linewidth=1)
+  ratios.set_ylabel('examples/s relative to Keras fit, per round')
+  ratios.tick_params(axis='x', labelrotation=20, labelsize=8)
+  ratios.grid(alpha=0.3, axis='y')
+  fig.suptitle(title, fontsize=10)
+  fig.tight_layout()
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def main(argv: Sequence[str]) -> None:
+  del argv
+  settings = {
+      'task': 'mnist_digits', 'model': _MODEL.value, 'num_clients': _NUM_CLIENTS.value,
+      'clients_per_round': _CLIENTS_PER_ROUND.value, 'batch_size': _BATCH_SIZE.value,
+      'rounds': _ROUNDS.value, 'warmup_rounds': _WARMUP_ROUNDS.value,
+  }
+  if _SMOKE.value:
+    settings.update(SMOKE_SETTINGS)
+  settings.update({'partition': 'iid', 'client_epochs': 1, 'learning_rate': _LEARNING_RATE.value,
+                   'seed': _SEED.value, 'ablations': _ABLATIONS.value, 'smoke': _SMOKE.value})
+  if settings['rounds'] < 1 or settings['warmup_rounds'] < 0:
+    raise UserError('--rounds must be at least 1 and --warmup_rounds at least 0')
+  task = tasks.create_task(
+      settings['task'], model=settings['model'], num_clients=settings['num_clients'],
+      partition='iid', seed=settings['seed'],
+      client_spec=tasks.ClientSpec(num_epochs=1, batch_size=settings['batch_size']))
+  client_ids = list(task.train_data.client_ids)
+  if settings['clients_per_round'] > len(client_ids):
+    raise UserError(f'--clients_per_round exceeds the {len(client_ids)} clients')
+  examples_per_client = task.train_data.create_tf_dataset_for_client(client_ids[0]).cardinality()
+  settings['examples_per_client'] = int(examples_per_client)
+  examples_per_round = settings['examples_per_client'] * settings['clients_per_round']
+  print(f'overhead: {settings["clients_per_round"]} clients x {settings["examples_per_client"]} '
+        f'examples, model {settings["model"]}, batch {settings["batch_size"]}', flush=True)
+
+  load = bench_common.LoadMonitor()
+  contenders = build_contenders(task, learning_rate=settings['learning_rate'],
+                                batch_size=settings['batch_size'], ablations=settings['ablations'])
+  times = measure(contenders, client_ids, clients_per_round=settings['clients_per_round'],
+                  rounds=settings['rounds'], warmup_rounds=settings['warmup_rounds'],
+                  seed=settings['seed'], load=load)
+  rows = summarize(contenders, times, examples_per_round)
+  # Free the contenders' contexts now, while Python is intact: each stops its worker.
+  del contenders
+  gc.collect()
+
+  title = (f'FedAvg round vs Keras fit: {settings["clients_per_round"]} clients x '
+           f'{settings["examples_per_client"]} examples, {settings["model"]}, batch '
+           f'{settings["batch_size"]}, 1 epoch')
+  table = bench_common.markdown_table(rows, COLUMNS)
+  results_dir = Path(_RESULTS_DIR.value)
+  paths = bench_common.write_results(
+      results_dir, benchmark='overhead', settings=settings, rows=rows, table=table, load=load)
+  plot(rows, results_dir / 'overhead.png', title=title)
+  print(f'\n{title}\n\n{table}\n')
+  print(f'results: {paths["json"]}, {paths["csv"]}, {paths["table"]}, {results_dir / "overhead.png"}')
+
+
+if __name__ == '__main__':
+  cli.run(main)

@@ -1,0 +1,69 @@
+"""Starts TFF's bundled C++ worker on a port, for recipes run with `--tff_worker=host:port`.
+
+On the machine that should do the heavy work (same environment: `bash scripts/setup.sh`):
+
+  python -m scripts.start_worker --port=8000
+
+then, wherever the recipe runs:
+
+  python -m recipes.fed_avg --tff_worker=bighost:8000 ...
+
+The worker replaces this process (exec), so Ctrl-C or `kill` stops it directly. It serves
+one run at a time and keeps no state between runs, so several runs can use it one after
+another. The worker accepts unauthenticated gRPC on every interface and runs whatever
+computation it is sent: expose it only on a trusted network, or keep the port closed and
+reach it through an SSH tunnel (`ssh -L 8000:localhost:8000 bighost`, then
+`--tff_worker=localhost:8000`).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import socket
+import sys
+from typing import Sequence
+
+from absl import flags
+
+from recipes import cli
+from recipes import runtime
+from recipes.errors import UserError
+
+_PORT = flags.DEFINE_integer('port', 8000, 'TCP port to serve on (all interfaces).')
+_MAX_CONCURRENT_CALLS = flags.DEFINE_integer(
+    'max_concurrent_computation_calls', -1,
+    'Limit on parallel calls of one computation, e.g. clients trained at once (-1: no limit). '
+    'Lower it if the worker runs out of memory with many clients per round.')
+
+
+def _check_port_free(port: int) -> None:
+  """The worker only logs a failed bind and exits; say it in one line instead."""
+  with socket.socket(socket.AF_INET6 if socket.has_ipv6 else socket.AF_INET) as s:
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+      s.bind(('', port))
+    except OSError as e:
+      if e.errno == errno.EADDRINUSE:
+        raise UserError(f'port {port} is in use; choose another --port') from None
+      raise UserError(f'cannot serve on port {port}: {e.strerror}') from None
+
+
+def main(argv: Sequence[str]) -> None:
+  del argv
+  if not 0 < _PORT.value < 65536:
+    raise UserError(f'--port must be in 1-65535, got {_PORT.value}')
+  _check_port_free(_PORT.value)
+  args = runtime.worker_command(_PORT.value, _MAX_CONCURRENT_CALLS.value)
+  print(f'TFF worker serving on port {_PORT.value} (pid {os.getpid()}); run recipes with '
+        f'--tff_worker={socket.gethostname()}:{_PORT.value}; stop it with Ctrl-C', flush=True)
+  # Started in the background by a non-interactive shell, we inherit SIGINT ignored; the
+  # worker must still stop on SIGINT (Ctrl-C, `kill -INT`).
+  signal.signal(signal.SIGINT, signal.SIG_DFL)
+  sys.stdout.flush()
+  os.execv(args[0], args)
+
+
+if __name__ == '__main__':
+  cli.run(main)

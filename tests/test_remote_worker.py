@@ -1,0 +1,153 @@
+"""Recipes on a separately started TFF worker (`--tff_worker=host:port`), end to end.
+
+A worker is started on a free localhost port with `python -m scripts.start_worker`, the way
+a user starts one on a bigger machine, and stopped after the tests whatever happens.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import portpicker
+import pytest
+
+from recipes import runtime
+from scripts import bench_timing
+from tests import helpers
+
+FAST = ['--task=synthetic', '--clients_per_round=2', '--progress=false']
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[str], timeout: float = 60) -> None:
+  deadline = time.monotonic() + timeout
+  while time.monotonic() < deadline:
+    if process.poll() is not None:
+      raise AssertionError(f'the worker exited early: {process.communicate()}')
+    try:
+      with socket.create_connection(('localhost', port), timeout=1):
+        return
+    except OSError:
+      time.sleep(0.2)
+  raise AssertionError(f'no worker listening on port {port}')
+
+
+@pytest.fixture(scope='module')
+def worker() -> Iterator[tuple[str, int]]:
+  """(address, pid) of a worker started with scripts.start_worker; always stopped."""
+  port = portpicker.pick_unused_port()
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=str(helpers.ROOT))
+  process = subprocess.Popen(
+      [sys.executable, '-m', 'scripts.start_worker', f'--port={port}'], cwd=helpers.ROOT, env=env,
+      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
+      start_new_session=True)
+  try:
+    _wait_for_port(port, process)
+    yield f'localhost:{port}', process.pid  # start_worker execs the worker: same pid.
+  finally:
+    process.send_signal(signal.SIGINT)
+    try:
+      process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+      process.kill()
+      process.wait()
+
+
+class _LocalWorkerWatch:
+  """Records TFF workers started by any process whose command line holds `marker`."""
+
+  def __init__(self, marker: str) -> None:
+    self._marker = marker
+    self.seen: set[int] = set()
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._watch, daemon=True)
+
+  def _watch(self) -> None:
+    while not self._stop.is_set():
+      for pid in runtime.worker_pids():
+        try:
+          with open(f'/proc/{pid}/stat') as f:
+            ppid = int(f.read().rsplit(')', 1)[1].split()[1])
+          with open(f'/proc/{ppid}/cmdline', 'rb') as f:
+            if self._marker.encode() in f.read():
+              self.seen.add(pid)
+        except (OSError, ValueError, IndexError):
+          continue
+      self._stop.wait(0.1)
+
+  def __enter__(self) -> '_LocalWorkerWatch':
+    self._thread.start()
+    return self
+
+  def __exit__(self, *exc: object) -> None:
+    self._stop.set()
+    self._thread.join()
+
+
+def test_worker_binary_is_the_started_process(worker: tuple[str, int]) -> None:
+  _, pid = worker
+  assert pid in runtime.worker_pids()
+
+
+def test_recipe_runs_on_the_remote_worker_and_starts_none(tmp_path: Path,
+                                                         worker: tuple[str, int]) -> None:
+  address, pid = worker
+  cpu_before = bench_timing.cpu_seconds(pid)
+  with _LocalWorkerWatch(str(tmp_path)) as watch:
+    result = helpers.run_module(
+        'recipes.fed_avg', *FAST, '--total_rounds=2', '--rounds_per_eval=1',
+        f'--tff_worker={address}', f'--root_output_dir={tmp_path}', '--experiment_name=remote',
+        check=True)
+  assert watch.seen == set(), 'the recipe started a local worker of its own'
+  assert f'on the TFF worker at {address}' in result.stdout
+  summary = json.loads((tmp_path / 'remote' / 'summary.json').read_text())
+  assert summary['status'] == 'completed' and summary['rounds_completed'] == 2
+  hparams = json.loads((tmp_path / 'remote' / 'hparams.json').read_text())
+  assert hparams['tff_worker'] == address
+  assert bench_timing.cpu_seconds(pid) > cpu_before, 'the worker did no work'
+  # The worker serves one run after another.
+  helpers.run_module('recipes.fed_avg', *FAST, '--total_rounds=1', f'--tff_worker={address}',
+                     f'--root_output_dir={tmp_path}', '--experiment_name=again', check=True)
+
+
+def test_unreachable_worker_is_one_line(tmp_path: Path) -> None:
+  port = portpicker.pick_unused_port()
+  result = helpers.run_module('recipes.fed_avg', *FAST, f'--tff_worker=localhost:{port}',
+                              f'--root_output_dir={tmp_path}')
+  helpers.assert_one_line_error(result, 'no TFF worker answers', 'start_worker')
+  assert not (tmp_path / 'metrics.csv').exists()
+
+
+def test_malformed_worker_address_is_one_line(tmp_path: Path) -> None:
+  result = helpers.run_module('recipes.fed_avg', *FAST, '--tff_worker=bighost',
+                              f'--root_output_dir={tmp_path}')
+  helpers.assert_one_line_error(result, '--tff_worker', 'host:port')
+
+
+def test_start_worker_refuses_a_busy_port(worker: tuple[str, int]) -> None:
+  port = worker[0].rpartition(':')[2]
+  result = helpers.run_module('scripts.start_worker', f'--port={port}', timeout=60)
+  helpers.assert_one_line_error(result, f'port {port} is in use')
+
+
+@pytest.mark.parametrize('address, expected', [
+    ('localhost:8000', ('localhost', 8000)),
+    ('10.0.0.7:65535', ('10.0.0.7', 65535)),
+    ('[::1]:8000', ('[::1]', 8000)),
+])
+def test_parse_worker_address(address: str, expected: tuple[str, int]) -> None:
+  assert runtime.parse_worker_address(address) == expected
+
+
+@pytest.mark.parametrize('address', ['localhost', ':8000', 'host:0', 'host:70000', 'host:http'])
+def test_parse_worker_address_rejects(address: str) -> None:
+  with pytest.raises(ValueError, match='host:port'):
+    runtime.parse_worker_address(address)
