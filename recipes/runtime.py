@@ -20,6 +20,9 @@ background by a non-interactive shell (`... &`, nohup) inherits SIGINT ignored, 
 stops its worker with SIGINT and then waits for it without a timeout, so such a run
 hung at exit after writing all its outputs.
 
+`import_tff()` also limits the local worker to one client computation per core at a
+time (TFF's default runs all clients of a round at once; see the comment there).
+
 `use_remote_worker(address)` points TFF at a worker that runs elsewhere (started with
 `python -m scripts.start_worker --port=N` on a bigger machine) instead of starting one
 here: the recipes' `--tff_worker=host:port`.
@@ -200,7 +203,21 @@ def import_tff() -> ModuleType:
   shim.__dict__.update(subprocess.__dict__)
   shim.Popen = _PopenWithParentDeath
   executor_factory.subprocess = shim
+  # TFF's local worker trains all clients of a round at once; with more clients than
+  # cores they only compete for caches and memory. One client per core gave the fastest
+  # rounds in scripts/bench_overhead.py and bounds the worker's working set. Replacing
+  # the context TFF installed at import is free: it starts its worker only when used.
+  tff.backends.native.set_sync_local_cpp_execution_context(
+      max_concurrent_computation_calls=available_cores())
   return tff
+
+
+def available_cores() -> int:
+  """CPU cores this process may run on (its affinity mask, else the machine's count)."""
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:  # Not Linux.
+    return os.cpu_count() or 1
 
 
 # gRPC limits of TFF's own local context (executor_stacks/executor_factory.py): model

@@ -164,7 +164,8 @@ def write_results(
   record = {
       'benchmark': benchmark,
       'finished': datetime.datetime.now().isoformat(timespec='seconds'),
-      'command': ' '.join([Path(sys.executable).name, *sys.argv]),
+      # orig_argv keeps `-m module` (argv[0] would be the module's file).
+      'command': ' '.join(['python', *sys.orig_argv[1:]]),
       'machine': outputs.machine_description(),
       'load': load.describe(),
       'settings': dict(settings),

@@ -14,14 +14,16 @@ dropped; who goes first rotates every round):
                   local C++ worker
   recipes         what every recipe runs (recipes/experiment.py, recipes/training_loop.py):
                   DATASET_ITERATOR loop, `ClientDatasets` (built once per client), the
-                  process built from `for_learning_process(task)`, then `process.next`
+                  process built from `for_learning_process(task)`, `process.next` on the
+                  recipes' worker (one client per core at a time)
 
 `--ablations` adds the steps in between, each adding one change to the previous one:
-`iterator` (DATASET_ITERATOR), `iterator_cached` (ClientDatasets), `fixed_input_spec`
-(`for_learning_process` without its zero initializers: the training data no longer
-rides along in the computation); `recipes` then adds the zero initializers. Last,
-`recipes_concurrency_N` runs the recipes on a worker that runs at most N = cores client
-computations at once instead of all clients of the round.
+`iterator` (DATASET_ITERATOR loop), `iterator_cached` (+ ClientDatasets),
+`fixed_input_spec` (+ `for_learning_process` without its zero initializers: the training
+data no longer rides along in the computation), `no_initializer_draws` (+ the zero
+initializers: the recipes' process, still on a worker that trains all clients at once);
+`recipes` then adds the recipes' worker, which trains at most one client per core at a
+time (recipes/runtime.py).
 
   python -m scripts.bench_overhead                  # the benchmark (about 3 minutes)
   python -m scripts.bench_overhead --ablations      # with the intermediate steps
@@ -59,6 +61,7 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-orde
 
 _SMOKE = flags.DEFINE_bool('smoke', False, 'Tiny settings (synthetic task, tiny model, 2 rounds): a wiring check.')
 _ABLATIONS = flags.DEFINE_bool('ablations', False, 'Also time the steps between raw TFF and the recipes.')
+_ONLY = flags.DEFINE_list('only', None, 'Time only these contenders (Keras always runs: it is the baseline).')
 _ROUNDS = flags.DEFINE_integer('rounds', 12, 'Timed rounds per contender.')
 _WARMUP_ROUNDS = flags.DEFINE_integer('warmup_rounds', 2, 'Untimed rounds first (tracing, caches).')
 _CLIENTS_PER_ROUND = flags.DEFINE_integer('clients_per_round', 10, 'Clients per round.')
@@ -147,7 +150,7 @@ def _stock_context(max_concurrent_computation_calls: int = -1) -> Any:
 
 
 def build_contenders(task: tasks.Task, *, learning_rate: float, batch_size: int,
-                     ablations: bool) -> list[Any]:
+                     ablations: bool, only: Sequence[str] | None = None) -> list[Any]:
   """The contenders; Keras last, since tracing TFF processes invalidates earlier Keras models."""
   def optimizer() -> Any:
     return tff.learning.optimizers.build_sgdm(learning_rate)
@@ -168,7 +171,8 @@ def build_contenders(task: tasks.Task, *, learning_rate: float, batch_size: int,
       Federated('tff_defaults', 'raw TFF defaults: DATASET_REDUCE, datasets rebuilt per round',
                 raw, _rebuilt_each_round(task), _stock_context()),
       Federated('recipes', 'the recipes\' plumbing: DATASET_ITERATOR, ClientDatasets, '
-                'for_learning_process', recipe, training_loop.ClientDatasets(task),
+                'for_learning_process, one client per core', recipe,
+                training_loop.ClientDatasets(task),
                 tff.framework.get_context_stack().current, set_initial_weights=True),
   ]
   if ablations:
@@ -181,7 +185,6 @@ def build_contenders(task: tasks.Task, *, learning_rate: float, batch_size: int,
     iterator = iterator_process(task)
     fixed_spec = iterator_process(
         training_loop.for_learning_process(task, skip_initializer_draws=False))
-    cores = os.cpu_count() or 1
     contenders[1:1] = [
         Federated('iterator', '+ DATASET_ITERATOR loop', iterator,
                   _rebuilt_each_round(task), _stock_context()),
@@ -189,11 +192,16 @@ def build_contenders(task: tasks.Task, *, learning_rate: float, batch_size: int,
                   training_loop.ClientDatasets(task), _stock_context()),
         Federated('fixed_input_spec', '+ input spec fixed eagerly (no data in the computation)',
                   fixed_spec, training_loop.ClientDatasets(task), _stock_context()),
+        Federated('no_initializer_draws', '+ models start at zero (the recipes\' process)',
+                  recipe, training_loop.ClientDatasets(task), _stock_context(),
+                  set_initial_weights=True),
     ]
-    contenders.append(Federated(
-        f'recipes_concurrency_{cores}', f'recipes on a worker running at most {cores} client '
-        'computations at once', recipe, training_loop.ClientDatasets(task),
-        _stock_context(cores), set_initial_weights=True))
+  if only:
+    unknown = set(only) - {c.name for c in contenders}
+    if unknown:
+      raise UserError(f'--only: unknown contenders {sorted(unknown)}; choose from '
+                      f'{[c.name for c in contenders]} (with --ablations for the steps)')
+    contenders = [c for c in contenders if c.name in only]
   for contender in contenders:
     contender.initialize(task)
   contenders.insert(0, KerasFit(task, batch_size, learning_rate))
@@ -305,7 +313,8 @@ def main(argv: Sequence[str]) -> None:
   if _SMOKE.value:
     settings.update(SMOKE_SETTINGS)
   settings.update({'partition': 'iid', 'client_epochs': 1, 'learning_rate': _LEARNING_RATE.value,
-                   'seed': _SEED.value, 'ablations': _ABLATIONS.value, 'smoke': _SMOKE.value})
+                   'seed': _SEED.value, 'ablations': _ABLATIONS.value, 'only': _ONLY.value,
+                   'smoke': _SMOKE.value})
   if settings['rounds'] < 1 or settings['warmup_rounds'] < 0:
     raise UserError('--rounds must be at least 1 and --warmup_rounds at least 0')
   task = tasks.create_task(
@@ -323,7 +332,8 @@ def main(argv: Sequence[str]) -> None:
 
   load = bench_common.LoadMonitor()
   contenders = build_contenders(task, learning_rate=settings['learning_rate'],
-                                batch_size=settings['batch_size'], ablations=settings['ablations'])
+                                batch_size=settings['batch_size'], ablations=settings['ablations'],
+                                only=_ONLY.value)
   times = measure(contenders, client_ids, clients_per_round=settings['clients_per_round'],
                   rounds=settings['rounds'], warmup_rounds=settings['warmup_rounds'],
                   seed=settings['seed'], load=load)

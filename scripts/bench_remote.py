@@ -67,7 +67,7 @@ class LocalhostWorker:
   def __init__(self) -> None:
     self.port = portpicker.pick_unused_port()
     self.process = subprocess.Popen(
-        runtime.worker_command(self.port), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        runtime.worker_command(self.port, runtime.available_cores()), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL, start_new_session=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     self.address = f'localhost:{self.port}'

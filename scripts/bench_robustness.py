@@ -61,30 +61,35 @@ AGGREGATORS = ('mean', 'median', 'trimmed_mean', 'robust')
 ATTACK_KINDS = ('none', 'scale', 'sign_flip')
 DEFAULT_ATTACKS = ('none', 'scale:10', 'scale:100', 'sign_flip:1', 'sign_flip:10')
 
-_SMOKE = flags.DEFINE_bool(
-    'smoke', False, 'Tiny settings (2 rounds, softmax model, 2 aggregators x 2 attacks).')
-_AGGREGATORS = flags.DEFINE_list('aggregators', list(AGGREGATORS), f'Subset of {AGGREGATORS}.')
-_ATTACKS = flags.DEFINE_list(
-    'attacks', list(DEFAULT_ATTACKS),
-    'Attacks as kind:m, kind one of none, scale (attackers send +m * update), sign_flip '
-    '(attackers send -m * update).')
-_TOTAL_ROUNDS = flags.DEFINE_integer('total_rounds', 60, 'Rounds per run.')
-_ROUNDS_PER_EVAL = flags.DEFINE_integer(
-    'rounds_per_eval', 5, 'Evaluate every this many rounds (and at the end).')
-_CLIENTS_PER_ROUND = flags.DEFINE_integer('clients_per_round', 10, 'Clients sampled per round.')
-_ATTACKERS_PER_ROUND = flags.DEFINE_integer(
-    'attackers_per_round', 2, 'How many of the sampled clients attack, in every round.')
-_TRIM_FRACTION = flags.DEFINE_float(
-    'trim_fraction', 0.2,
-    '`trimmed_mean` drops floor(this * clients) values per side (0.2 of 10: 2 per side).')
-_NUM_CLIENTS = flags.DEFINE_integer('num_clients', 100, 'Clients the 8,000 training digits go to.')
-_PARTITION = flags.DEFINE_enum('partition', 'iid', ['iid', 'shards', 'dirichlet'], 'Client split.')
-_MODEL = flags.DEFINE_string('model', '2nn', 'A tasks.models name (2nn: fast on CPU).')
-_CLIENT_LEARNING_RATE = flags.DEFINE_float('client_learning_rate', 0.1, 'Client SGD learning rate.')
-_CLIENT_BATCH_SIZE = flags.DEFINE_integer('client_batch_size', 20, 'Client batch size.')
-_CLIENT_EPOCHS = flags.DEFINE_integer('client_epochs_per_round', 1, 'Local epochs per round.')
-_SEED = flags.DEFINE_integer('seed', 0, 'Seeds the split, client sampling and the attackers.')
-_RESULTS_DIR = flags.DEFINE_string('results_dir', 'docs/benchmarks/robustness', 'Where the results go.')
+
+def _define_flags() -> None:
+  """Defines this script's flags; only when run as a script, so that tests can import it
+  beside the recipes (whose flags share names such as --total_rounds)."""
+  global _SMOKE, _AGGREGATORS, _ATTACKS, _TOTAL_ROUNDS, _ROUNDS_PER_EVAL, _CLIENTS_PER_ROUND, _ATTACKERS_PER_ROUND, _TRIM_FRACTION, _NUM_CLIENTS, _PARTITION, _MODEL, _CLIENT_LEARNING_RATE, _CLIENT_BATCH_SIZE, _CLIENT_EPOCHS, _SEED, _RESULTS_DIR
+  _SMOKE = flags.DEFINE_bool(
+      'smoke', False, 'Tiny settings (2 rounds, softmax model, 2 aggregators x 2 attacks).')
+  _AGGREGATORS = flags.DEFINE_list('aggregators', list(AGGREGATORS), f'Subset of {AGGREGATORS}.')
+  _ATTACKS = flags.DEFINE_list(
+      'attacks', list(DEFAULT_ATTACKS),
+      'Attacks as kind:m, kind one of none, scale (attackers send +m * update), sign_flip '
+      '(attackers send -m * update).')
+  _TOTAL_ROUNDS = flags.DEFINE_integer('total_rounds', 60, 'Rounds per run.')
+  _ROUNDS_PER_EVAL = flags.DEFINE_integer(
+      'rounds_per_eval', 5, 'Evaluate every this many rounds (and at the end).')
+  _CLIENTS_PER_ROUND = flags.DEFINE_integer('clients_per_round', 10, 'Clients sampled per round.')
+  _ATTACKERS_PER_ROUND = flags.DEFINE_integer(
+      'attackers_per_round', 2, 'How many of the sampled clients attack, in every round.')
+  _TRIM_FRACTION = flags.DEFINE_float(
+      'trim_fraction', 0.2,
+      '`trimmed_mean` drops floor(this * clients) values per side (0.2 of 10: 2 per side).')
+  _NUM_CLIENTS = flags.DEFINE_integer('num_clients', 100, 'Clients the 8,000 training digits go to.')
+  _PARTITION = flags.DEFINE_enum('partition', 'iid', ['iid', 'shards', 'dirichlet'], 'Client split.')
+  _MODEL = flags.DEFINE_string('model', '2nn', 'A tasks.models name (2nn: fast on CPU).')
+  _CLIENT_LEARNING_RATE = flags.DEFINE_float('client_learning_rate', 0.1, 'Client SGD learning rate.')
+  _CLIENT_BATCH_SIZE = flags.DEFINE_integer('client_batch_size', 20, 'Client batch size.')
+  _CLIENT_EPOCHS = flags.DEFINE_integer('client_epochs_per_round', 1, 'Local epochs per round.')
+  _SEED = flags.DEFINE_integer('seed', 0, 'Seeds the split, client sampling and the attackers.')
+  _RESULTS_DIR = flags.DEFINE_string('results_dir', 'docs/benchmarks/robustness', 'Where the results go.')
 
 # Drawn from its own stream of the per-round RNG, so that the attackers do not depend on
 # how `training_loop.sample_clients` consumes its stream.
@@ -493,4 +498,5 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == '__main__':
+  _define_flags()
   cli.run(main)

@@ -33,9 +33,9 @@ from recipes.errors import UserError
 
 _PORT = flags.DEFINE_integer('port', 8000, 'TCP port to serve on (all interfaces).')
 _MAX_CONCURRENT_CALLS = flags.DEFINE_integer(
-    'max_concurrent_computation_calls', -1,
-    'Limit on parallel calls of one computation, e.g. clients trained at once (-1: no limit). '
-    'Lower it if the worker runs out of memory with many clients per round.')
+    'max_concurrent_computation_calls', None,
+    'Limit on parallel calls of one computation, i.e. clients trained at once; default: the '
+    'cores of this machine, as the recipes\' local worker (-1: no limit).')
 
 
 def _check_port_free(port: int) -> None:
@@ -55,7 +55,9 @@ def main(argv: Sequence[str]) -> None:
   if not 0 < _PORT.value < 65536:
     raise UserError(f'--port must be in 1-65535, got {_PORT.value}')
   _check_port_free(_PORT.value)
-  args = runtime.worker_command(_PORT.value, _MAX_CONCURRENT_CALLS.value)
+  concurrency = _MAX_CONCURRENT_CALLS.value
+  args = runtime.worker_command(
+      _PORT.value, runtime.available_cores() if concurrency is None else concurrency)
   print(f'TFF worker serving on port {_PORT.value} (pid {os.getpid()}); run recipes with '
         f'--tff_worker={socket.gethostname()}:{_PORT.value}; stop it with Ctrl-C', flush=True)
   # Started in the background by a non-interactive shell, we inherit SIGINT ignored; the
