@@ -194,8 +194,8 @@ def main(argv: Sequence[str]) -> None:
         'per_round_seconds': times[name],
     })
   settings['local_workers_started'] = measured['local_workers_started']
-  title = (f'FedAvg round on a local vs a separately started worker ({address}): '
-           f'{settings["clients_per_round"]} clients, {settings["model"]}')
+  title = (f'FedAvg rounds, local worker vs one at {address}\n'
+           f'{settings["clients_per_round"]} clients/round, model {settings["model"]}')
   table = bench_common.markdown_table(rows, COLUMNS)
   results_dir = Path(_RESULTS_DIR.value)
   paths = bench_common.write_results(
