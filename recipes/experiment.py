@@ -174,8 +174,8 @@ def _create_task() -> tasks.Task:
       batch_size=FLAGS.client_batch_size,
       max_elements=FLAGS.max_batches_per_client,
   )
-  only_for = {'num_clients': ('mnist_digits', 'synthetic'), 'partition': ('mnist_digits',),
-              'alpha': ('mnist_digits',), 'cache_dir': ('emnist_character',),
+  only_for = {'num_clients': ('mnist_digits', 'synthetic'),
+              'partition': ('mnist_digits', 'synthetic'), 'alpha': ('mnist_digits', 'synthetic'), 'cache_dir': ('emnist_character',),
               'only_digits': ('emnist_character',)}
   for name, task_names in only_for.items():
     if FLAGS[name].present and FLAGS.task not in task_names:

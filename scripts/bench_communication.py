@@ -12,9 +12,9 @@ Every algorithm is a real recipe binary run as a subprocess (`recipes.fed_sgd`,
 `recipes.fed_avg`, `recipes.fed_opt`), with a round budget; a run that misses the target
 within it is reported as "not reached".
 
-  python -m scripts.bench_communication                 # the benchmark (~20-30 min)
+  python -m scripts.bench_communication                 # the benchmark (~1 h here under load)
   python -m scripts.bench_communication --smoke         # a tiny wiring check (tests)
-  python -m scripts.bench_communication --tune          # the learning-rate grid behind LEARNING_RATES
+  python -m scripts.bench_communication --tune --budget_scale=0.5 --rounds_per_eval=5  # the grid
   python -m scripts.bench_communication --only=fedsgd,fedavg_e1_b10
 
 Outputs (default docs/benchmarks/communication/): results.json, results.csv, table.md,

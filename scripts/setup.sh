@@ -31,7 +31,7 @@ python=$(pick_python) || {
 echo "setup: creating the environment in $venv (about a minute the first time)" >&2
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check uv==0.13.9
-"$venv/bin/uv" pip install --quiet --python "$venv/bin/python" --no-deps -r "$root/requirements/lock.txt"
+"$venv/bin/uv" pip install --quiet --compile-bytecode --python "$venv/bin/python" --no-deps -r "$root/requirements/lock.txt"
 "$venv/bin/uv" pip install --quiet --python "$venv/bin/python" --no-deps -e "$root"
 "$venv/bin/python" -c 'import tensorflow_federated, tensorflow' 2>/dev/null || {
   echo "setup: the environment in $venv does not import tensorflow_federated; delete it and retry" >&2
