@@ -358,7 +358,12 @@ def run_training(
     completed = round_num if last.get('round') == round_num else round_num - 1
     if status == 'interrupted' and completed > saved_round:
       # Keep every finished round: a resumed run continues right after it.
-      checkpoints.save(state, completed)
+      try:
+        checkpoints.save(state, completed)
+      except tff.program.ProgramStateExistsError:
+        # The signal came while this very round was being saved: that save stands, and
+        # a resumed run skips it if it was cut short (see _Checkpoints.load_latest).
+        pass
     summary = _write_summary(
         out, task, config, status=status, rounds_completed=completed, last=last,
         best_accuracy=best_accuracy, target_round=target_round, round_seconds=round_seconds,
