@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import math
 from collections.abc import Callable
 from typing import Any
@@ -101,6 +102,7 @@ class _Request:
   quantization_bits: int | None = None
   secure_bound: float | None = None
   trim_fraction: float | None = None
+  noise_seed: int | None = None
 
 
 def _noise_multiplier(request: _Request) -> float:
@@ -171,6 +173,7 @@ def _build_dp_fixed(request: _Request) -> aggregators.Factory:
       noise_multiplier=noise_multiplier,
       clients_per_round=request.clients_per_round,
       clip_norm=request.clip_norm,
+      noise_seed=request.noise_seed,
   )
 
 
@@ -190,6 +193,7 @@ def _build_dp_adaptive(request: _Request) -> aggregators.Factory:
           DEFAULT_DP_INITIAL_CLIP_NORM if request.clip_norm is None else request.clip_norm
       ),
       target_quantile=0.5 if request.target_quantile is None else request.target_quantile,
+      noise_seed=request.noise_seed,
   )
 
 
@@ -255,6 +259,7 @@ def build_aggregator(
     quantization_bits: int | None = None,
     secure_bound: float | None = None,
     trim_fraction: float | None = None,
+    noise_seed: int | None = None,
 ) -> aggregators.Factory:
   """Builds the aggregator `name` for a recipe, validating every option. No flags involved.
 
@@ -278,6 +283,8 @@ def build_aggregator(
     quantization_bits: compressed: bits per coordinate, in [1, 16] (default 8).
     secure_bound: secure: bound B on each coordinate of a client update (required).
     trim_fraction: trimmed_mean: fraction in [0, 0.5) trimmed at each end (default 0.1).
+    noise_seed: dp_*: seed of the Gaussian noise (None: from the OS; see
+      `recipes.seeded_dp`).
 
   Returns:
     A `WeightedAggregationFactory` if `weighted`, else an `UnweightedAggregationFactory`.
@@ -304,6 +311,7 @@ def build_aggregator(
       quantization_bits=quantization_bits,
       secure_bound=secure_bound,
       trim_fraction=trim_fraction,
+      noise_seed=noise_seed,
   )
   _check_applicable(request)
   if (
@@ -326,47 +334,6 @@ def build_aggregator(
         '--aggregator=%s is unweighted: client weights are ignored, every client counts once', name
     )
   return aggregators.for_recipe(factory, weighted=weighted)
-
-
-def privacy_guarantee(
-    name: str,
-    *,
-    clients_per_round: int,
-    num_clients: int,
-    total_rounds: int,
-    noise_multiplier: float | None = None,
-    target_epsilon: float | None = None,
-    target_delta: float | None = None,
-) -> privacy.PrivacyGuarantee | None:
-  """The (epsilon, delta) a DP aggregator gives over the run; None for non-DP aggregators.
-
-  Uses the same noise multiplier as `build_aggregator` (given, or calibrated to
-  `target_epsilon`), with q = clients_per_round / num_clients (see `recipes.privacy`).
-
-  Raises:
-    UserError: For inconsistent privacy options.
-  """
-  if name not in _DP:
-    return None
-  z = _noise_multiplier(
-      _Request(
-          name=name,
-          weighted=False,  # Irrelevant to the accounting.
-          clients_per_round=clients_per_round,
-          num_clients=num_clients,
-          total_rounds=total_rounds,
-          noise_multiplier=noise_multiplier,
-          target_epsilon=target_epsilon,
-          target_delta=target_delta,
-      )
-  )
-  return privacy.guarantee(
-      clients_per_round=clients_per_round,
-      num_clients=num_clients,
-      rounds=total_rounds,
-      noise_multiplier=z,
-      delta=target_delta,
-  )
 
 
 # ---------------------------------------------------------------------------
@@ -397,8 +364,9 @@ def define_aggregator_flags(*, default_aggregator: str = 'mean') -> None:
   flags.DEFINE_float(
       'clip_norm',
       None,
-      'L2 clip norm of client updates. robust: fixed clip (unset: adaptive from 1.0); '
+      'L2 clip norm of client updates (> 0). robust: fixed clip (unset: adaptive from 1.0); '
       'dp_fixed: required; dp_adaptive: initial clip (default 0.1).',
+      lower_bound=0.0,
   )
   flags.DEFINE_bool(
       'adaptive_clipping',
@@ -410,39 +378,89 @@ def define_aggregator_flags(*, default_aggregator: str = 'mean') -> None:
       None,
       'Quantile of client update norms an adaptive clip tracks, in (0, 1) '
       '(default 0.8 for robust, 0.5 for dp_adaptive).',
+      lower_bound=0.0,
+      upper_bound=1.0,
   )
   flags.DEFINE_float(
       'noise_multiplier',
       None,
-      'dp_*: Gaussian noise stddev relative to the clip norm (or give --target_epsilon).',
+      'dp_*: Gaussian noise stddev relative to the clip norm, >= 0 (or give --target_epsilon).',
+      lower_bound=0.0,
   )
   flags.DEFINE_float(
       'target_epsilon',
       None,
-      'dp_*: choose the noise multiplier that reaches this epsilon after all rounds.',
+      'dp_*: choose, once at the start, the noise multiplier that reaches this epsilon (> 0) '
+      'after --total_rounds.',
+      lower_bound=0.0,
   )
   flags.DEFINE_float(
       'target_delta',
       None,
-      'dp_*: delta of the (epsilon, delta) guarantee (default num_clients^-1.1).',
+      'dp_*: delta of the (epsilon, delta) guarantee, in (0, 1) (default num_clients^-1.1, '
+      'below 1/num_clients).',
+      lower_bound=0.0,
+      upper_bound=1.0,
   )
   flags.DEFINE_integer(
       'quantization_bits',
       None,
       'compressed: bits per coordinate of quantized updates, 1-16 '
       f'(default {DEFAULT_QUANTIZATION_BITS}).',
+      lower_bound=1,
+      upper_bound=16,
   )
   flags.DEFINE_float(
       'secure_bound',
       None,
-      'secure (required): bound on |coordinate| of a client update; larger values are clipped.',
+      'secure (required): bound on |coordinate| of a client update (> 0); larger values '
+      'are clipped.',
+      lower_bound=0.0,
+  )
+  flags.DEFINE_enum(
+      'dp_noise',
+      'seeded',
+      ['seeded', 'os'],
+      'dp_*: source of the Gaussian noise. seeded: drawn from a seed derived from --seed, so '
+      'a run is reproducible (for simulation: whoever knows the seed can remove the noise); '
+      'os: fresh OS entropy (what a deployment needs; runs then differ).',
   )
   flags.DEFINE_float(
       'trim_fraction',
       None,
       'trimmed_mean: fraction of clients dropped at each end, in [0, 0.5) '
       f'(default {DEFAULT_TRIM_FRACTION}).',
+      lower_bound=0.0,
+      upper_bound=0.5,
   )
+
+
+def validate_aggregator_flags() -> None:
+  """Strict bounds of the option flags that absl's closed bounds cannot express.
+
+  Raises:
+    UserError: For the first value out of its range.
+  """
+  values = flags.FLAGS
+  if values['dp_noise'].present and values.aggregator not in _DP:
+    raise UserError(f'--dp_noise only applies to --aggregator={" or ".join(_DP)}')
+  for name in ('clip_norm', 'target_epsilon', 'secure_bound'):
+    if values[name].value is not None and values[name].value <= 0:
+      raise UserError(f'--{name} must be positive, got {values[name].value:g}')
+  for name in ('target_quantile', 'target_delta'):
+    value = values[name].value
+    if value is not None and not 0 < value < 1:
+      raise UserError(f'--{name} must be in (0, 1), got {value:g}')
+  if values.trim_fraction is not None and values.trim_fraction >= 0.5:
+    raise UserError(f'--trim_fraction must be in [0, 0.5), got {values.trim_fraction:g}')
+
+
+def dp_noise_seed(seed: int) -> int | None:
+  """The DP noise seed for a run with `--seed=seed`: None (OS entropy) with --dp_noise=os."""
+  if flags.FLAGS.dp_noise == 'os':
+    return None
+  digest = hashlib.sha256(f'{seed}/dp-noise'.encode()).digest()
+  return int.from_bytes(digest[:8], 'little') >> 1
 
 
 def _flag_options() -> dict[str, Any]:
@@ -450,7 +468,8 @@ def _flag_options() -> dict[str, Any]:
 
 
 def aggregator_from_flags(
-    *, weighted: bool, clients_per_round: int, num_clients: int, total_rounds: int
+    *, weighted: bool, clients_per_round: int, num_clients: int, total_rounds: int,
+    noise_multiplier: float | None = None, noise_seed: int | None = None,
 ) -> aggregators.Factory:
   """`build_aggregator` with the values of the flags from `define_aggregator_flags`.
 
@@ -463,6 +482,9 @@ def aggregator_from_flags(
     clients_per_round: Clients sampled each round.
     num_clients: Client population (privacy accounting).
     total_rounds: Rounds of the run (privacy accounting).
+    noise_multiplier: DP: the noise multiplier fixed for the run (e.g. calibrated once
+      at its start); replaces --noise_multiplier/--target_epsilon.
+    noise_seed: DP: seed of the noise (None: from the OS).
 
   Returns:
     The aggregation factory.
@@ -471,30 +493,18 @@ def aggregator_from_flags(
     UserError: For flags that do not fit together.
   """
   name = flags.FLAGS.aggregator
+  options = _flag_options()
+  if noise_multiplier is not None:
+    options.update(noise_multiplier=noise_multiplier, target_epsilon=None)
   factory = build_aggregator(
       name,
       weighted=weighted,
       clients_per_round=clients_per_round,
       num_clients=num_clients,
       total_rounds=total_rounds,
-      **_flag_options(),
+      noise_seed=noise_seed,
+      **options,
   )
   if name == 'secure':
     aggregators.install_secure_simulation_context()
   return factory
-
-
-def privacy_from_flags(
-    *, clients_per_round: int, num_clients: int, total_rounds: int
-) -> privacy.PrivacyGuarantee | None:
-  """`privacy_guarantee` for the flags' aggregator: (epsilon, delta) of a DP run, else None."""
-  options = _flag_options()
-  return privacy_guarantee(
-      flags.FLAGS.aggregator,
-      clients_per_round=clients_per_round,
-      num_clients=num_clients,
-      total_rounds=total_rounds,
-      noise_multiplier=options['noise_multiplier'],
-      target_epsilon=options['target_epsilon'],
-      target_delta=options['target_delta'],
-  )

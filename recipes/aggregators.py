@@ -48,6 +48,7 @@ from typing import Any
 
 from recipes import aggregation_measurements
 from recipes import robust_aggregation
+from recipes import seeded_dp
 from recipes.runtime import import_tff
 
 tff = import_tff()
@@ -294,7 +295,8 @@ def _dp_with_measurements(
 
 
 def dp_fixed(
-    *, noise_multiplier: float, clients_per_round: int, clip_norm: float, zeroing: bool = False
+    *, noise_multiplier: float, clients_per_round: int, clip_norm: float, zeroing: bool = False,
+    noise_seed: int | None = None,
 ) -> tff.aggregators.UnweightedAggregationFactory:
   """Gaussian-mechanism DP mean with a fixed clip (DP-FedAvg). Unweighted.
 
@@ -314,6 +316,8 @@ def dp_fixed(
     clip_norm: C > 0, the L2 clip norm of each client update.
     zeroing: Also zero out clients with huge values (TFF's adaptive zeroing; its
       threshold estimate is not privatized and is not covered by the accounting).
+    noise_seed: Seed of the Gaussian noise (reproducible runs; see `recipes.seeded_dp`:
+      whoever knows it can remove the noise); None draws one from the OS.
 
   Returns:
     A `tff.aggregators.UnweightedAggregationFactory`.
@@ -323,10 +327,11 @@ def dp_fixed(
   """
   if not (isinstance(noise_multiplier, (int, float)) and noise_multiplier >= 0):
     raise ValueError(f'noise_multiplier must be >= 0, got {noise_multiplier!r}')
-  dp_factory = tff.aggregators.DifferentiallyPrivateFactory.gaussian_fixed(
+  dp_factory = seeded_dp.gaussian_fixed(
       noise_multiplier=float(noise_multiplier),
       clients_per_round=_check_positive(clients_per_round, 'clients_per_round'),
       clip=_check_positive(clip_norm, 'clip_norm'),
+      noise_seed=noise_seed,
   )
   return _dp_with_measurements(dp_factory, zeroing)
 
@@ -354,6 +359,7 @@ def dp_adaptive(
     learning_rate: float = 0.2,
     clipped_count_stddev: float | None = None,
     zeroing: bool = False,
+    noise_seed: int | None = None,
 ) -> tff.aggregators.UnweightedAggregationFactory:
   """Gaussian-mechanism DP mean with a clip adapting to a quantile of update norms. Unweighted.
 
@@ -376,6 +382,7 @@ def dp_adaptive(
     learning_rate: Geometric learning rate of the clip (> 0).
     clipped_count_stddev: sigma_b; None means TFF's default 0.05 * clients_per_round.
     zeroing: Also zero out clients with huge values (not covered by the accounting).
+    noise_seed: Seed of both Gaussian noises (see `dp_fixed`); None draws one from the OS.
 
   Returns:
     A `tff.aggregators.UnweightedAggregationFactory`.
@@ -392,13 +399,14 @@ def dp_adaptive(
         f'dp_adaptive needs noise_multiplier < 2 * clipped_count_stddev = {limit:g} '
         f'(default 0.1 * clients_per_round); got {noise_multiplier:g}'
     )
-  dp_factory = tff.aggregators.DifferentiallyPrivateFactory.gaussian_adaptive(
+  dp_factory = seeded_dp.gaussian_adaptive(
       noise_multiplier=float(noise_multiplier),
       clients_per_round=clients_per_round,
       initial_l2_norm_clip=_check_positive(initial_clip_norm, 'initial_clip_norm'),
       target_unclipped_quantile=_check_open_unit(target_quantile, 'target_quantile'),
       learning_rate=_check_positive(learning_rate, 'learning_rate'),
       clipped_count_stddev=None if clipped_count_stddev is None else float(clipped_count_stddev),
+      noise_seed=noise_seed,
   )
   return _dp_with_measurements(dp_factory, zeroing)
 

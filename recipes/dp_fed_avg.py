@@ -6,10 +6,12 @@ Each round, every sampled client's model update is clipped to an L2 norm (fixed 
 z * C to the sum and divides by the clients per round. Updates are unweighted: a client's
 influence must not depend on how many examples it claims.
 
-The run reports the privacy spent, (epsilon, delta), from an RDP accountant for sampling
-rate q = clients_per_round / num_clients, noise multiplier z and the rounds completed.
-Give z with `--noise_multiplier`, or let `--target_epsilon` pick the smallest z whose
-guarantee over `--total_rounds` meets it.
+Clients are sampled by Poisson sampling (each independently with probability
+q = clients_per_round / num_clients), and the run reports the privacy spent, (epsilon,
+delta), from an RDP accountant for exactly that mechanism (`recipes/privacy.py`). Give z
+with `--noise_multiplier`, or let `--target_epsilon` pick, once at the start, the smallest
+z whose guarantee over `--total_rounds` meets it. The privacy parameters are stored with
+the run (hparams.json `frozen`): a resume cannot change them.
 
 Example:
   python -m recipes.dp_fed_avg --task=mnist_digits --partition=iid --clients_per_round=20 \
@@ -18,7 +20,6 @@ Example:
 
 from typing import Any
 
-from recipes import aggregator_flags
 from recipes import cli
 from recipes import experiment
 from recipes import fed_avg  # DP-FedAvg is unweighted FedAvg with a DP aggregator.
@@ -43,29 +44,74 @@ def _check_flags() -> None:
     FLAGS.noise_multiplier = None  # --target_epsilon picks it.
 
 
-def _privacy_report(setup: experiment.Setup, summary: dict[str, Any]) -> dict[str, Any]:
-  """The privacy spent by the rounds actually run (a run can stop early at its target)."""
-  num_clients = len(setup.task.train_data.client_ids)
-  planned = aggregator_flags.privacy_from_flags(
-      clients_per_round=FLAGS.clients_per_round, num_clients=num_clients,
-      total_rounds=FLAGS.total_rounds)
-  spent = privacy.guarantee(
-      clients_per_round=FLAGS.clients_per_round, num_clients=num_clients,
-      rounds=max(summary['rounds_completed'], 1), noise_multiplier=planned.noise_multiplier,
-      delta=planned.delta)
-  print(f'privacy: ({spent.epsilon:.3g}, {spent.delta:.3g})-DP after {spent.rounds} rounds '
-        f'(noise multiplier {spent.noise_multiplier:.4g}, sampling rate {spent.sampling_rate:.3g}); '
-        f'budget for all {FLAGS.total_rounds} rounds: epsilon {planned.epsilon:.3g}')
-  return {'privacy': spent.as_dict(), 'privacy_budget_total_rounds': planned.as_dict()}
+def _frozen_privacy(saved: dict[str, Any] | None, num_clients: int) -> dict[str, Any]:
+  """The privacy parameters, fixed once at the start of the run and kept on resume.
+
+  --target_epsilon calibrates z for --total_rounds of the first start; a resume with more
+  rounds keeps that z and reports the larger epsilon it then spends.
+  """
+  if saved is not None:
+    return saved
+  rate = FLAGS.clients_per_round / num_clients
+  delta = privacy.default_delta(num_clients) if FLAGS.target_delta is None else FLAGS.target_delta
+  if FLAGS.target_epsilon is not None:
+    z = privacy.noise_multiplier_for_epsilon(target_epsilon=FLAGS.target_epsilon,
+                                             sampling_rate=rate, rounds=FLAGS.total_rounds,
+                                             delta=delta)
+  else:
+    z = FLAGS.noise_multiplier
+  adaptive = FLAGS.aggregator == 'dp_adaptive'
+  return {
+      'mechanism': 'gaussian, ' + ('adaptive clip' if adaptive else 'fixed clip'),
+      'noise_multiplier': float(z),
+      'clip_norm': FLAGS.clip_norm,  # The fixed clip, or the adaptive clip's start.
+      'target_quantile': FLAGS.target_quantile if adaptive else None,
+      'sampling': privacy.SAMPLING,
+      'sampling_rate': rate,
+      'expected_clients_per_round': FLAGS.clients_per_round,
+      'num_clients': num_clients,
+      'delta': float(delta),
+      'target_epsilon': FLAGS.target_epsilon,
+      'calibrated_for_rounds': FLAGS.total_rounds if FLAGS.target_epsilon is not None else None,
+      'accountant': privacy.ACCOUNTANT,
+      'neighbouring_relation': privacy.NEIGHBOURING_RELATION,
+      'noise': FLAGS.dp_noise,
+  }
+
+
+def _privacy_report(frozen: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+  """(epsilon, delta) spent by the rounds actually run (a run can stop early or go on)."""
+  rounds = max(summary['rounds_completed'], 1)
+  record = {**frozen, 'rounds': rounds}
+  record['epsilon'] = privacy.epsilon_from_record(record)
+  record['not_covered_by_epsilon'] = list(privacy.NOT_COVERED)
+  note = privacy.small_population_note(frozen['num_clients'], frozen['delta'])
+  if note:
+    record['note'] = note
+  calibrated = frozen.get('calibrated_for_rounds')
+  past = (f'; past the {calibrated} rounds z was calibrated for (target epsilon '
+          f'{frozen["target_epsilon"]:g})' if calibrated and rounds > calibrated else '')
+  print(f'privacy: ({record["epsilon"]:.3g}, {record["delta"]:.3g})-DP after {rounds} rounds of '
+        f'Poisson sampling (rate {record["sampling_rate"]:.3g}, noise multiplier '
+        f'{record["noise_multiplier"]:.4g}, RDP accountant, add/remove one client){past}; not '
+        f'covered: the unnoised training metrics ({", ".join(privacy.NOT_COVERED[:4])})')
+  if note:
+    print(f'privacy: {note}')
+  return {'privacy': record}
 
 
 def main(argv: list[str]) -> None:
   del argv
   _check_flags()
-  # Unweighted: example counts would let a client scale its own influence.
+  # Unweighted: example counts would let a client scale its own influence. Poisson
+  # sampling: the mechanism that recipes/privacy.py accounts.
   experiment.run('dp_fed_avg', fed_avg.build_process, weighted=False,
-                 not_applicable=('weighting',), report=_privacy_report)
+                 not_applicable=('weighting',), sampling=privacy.SAMPLING,
+                 frozen=_frozen_privacy, report=_privacy_report)
+
+
+validate_flags = experiment.validate_flags  # Run right after parsing (tests/flag_walker.py too).
 
 
 if __name__ == '__main__':
-  cli.run(main)
+  cli.run(main, validate=validate_flags)

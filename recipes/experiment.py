@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import os
 from typing import Any, Callable
 
 from absl import flags
@@ -24,6 +25,7 @@ from recipes import runtime
 from recipes import training_loop
 from recipes.errors import UserError
 from recipes.runtime import import_tff
+from tasks.models import MODELS
 from tasks.partition import PARTITIONS
 
 tff = import_tff()
@@ -33,7 +35,7 @@ FLAGS = flags.FLAGS
 # Flags that only steer a run (not what is learned): they may change on --resume.
 _RUN_CONTROL_FLAGS = frozenset({
     'total_rounds', 'rounds_per_eval', 'rounds_per_checkpoint', 'target_accuracy', 'resume',
-    'progress', 'experiment_name', 'root_output_dir', 'tff_worker',
+    'progress', 'experiment_name', 'root_output_dir', 'tff_worker', 'rounds_per_test',
 })
 _LOOPS = {
     'dataset_iterator': tff.learning.LoopImplementation.DATASET_ITERATOR,
@@ -78,28 +80,52 @@ def define_flags(
   # Task and data.
   flags.DEFINE_enum('task', 'mnist_digits', list(tasks.TASKS), 'Federated task (dataset + model).')
   flags.DEFINE_string('model', None, 'Model architecture; default: the task\'s own default.')
-  flags.DEFINE_integer('num_clients', 100, 'mnist_digits/synthetic: number of clients to partition into.')
+  flags.DEFINE_integer('num_clients', 100, 'mnist_digits/synthetic: number of clients to partition into.',
+                       lower_bound=1)
   flags.DEFINE_enum('partition', 'shards', list(PARTITIONS),
                     'mnist_digits: how examples are split among clients (iid, shards = 2 labels '
                     'per client as in McMahan et al., dirichlet = label skew set by --alpha).')
-  flags.DEFINE_float('alpha', 0.5, 'Dirichlet concentration for --partition=dirichlet (smaller = more skew).')
+  flags.DEFINE_float('alpha', 0.5, 'Dirichlet concentration for --partition=dirichlet (smaller = '
+                     'more skew); > 0.', lower_bound=0.0)
   flags.DEFINE_string('cache_dir', None, 'emnist_character: directory holding emnist_all.sqlite (default ~/.tff).')
   flags.DEFINE_bool('only_digits', False, 'emnist_character: the 10-digit subset instead of 62 classes.')
   # Local training.
-  flags.DEFINE_integer('client_epochs_per_round', 1, 'Local epochs per round.')
-  flags.DEFINE_integer('client_batch_size', client_batch_size, 'Local batch size; -1 = whole client dataset.')
-  flags.DEFINE_integer('max_batches_per_client', None, 'Cap on local batches per round (default: no cap).')
+  flags.DEFINE_integer('client_epochs_per_round', 1, 'Local epochs per round.', lower_bound=1)
+  flags.DEFINE_integer('client_batch_size', client_batch_size,
+                       'Local batch size; -1 = whole client dataset.', lower_bound=-1)
+  flags.DEFINE_integer('max_batches_per_client', None,
+                       'Cap on local batches per round (default: no cap).', lower_bound=1)
   if client_optimizer:
     optimizers.define_optimizer_flags('client', learning_rate=client_learning_rate)
   optimizers.define_optimizer_flags(
       'server', optimizer=server_optimizer, learning_rate=server_learning_rate)
   # Training loop.
-  flags.DEFINE_integer('clients_per_round', 10, 'Clients sampled per round.')
-  flags.DEFINE_integer('total_rounds', 100, 'Round budget.')
-  flags.DEFINE_integer('rounds_per_eval', 5, 'Evaluate on the test set every this many rounds.')
-  flags.DEFINE_integer('rounds_per_checkpoint', 10, 'Checkpoint the server state every this many rounds.')
-  flags.DEFINE_float('target_accuracy', None, 'Stop once test accuracy reaches this (0-1); the summary records the round.')
-  flags.DEFINE_integer('seed', 0, 'Seeds the partition, client sampling and model initialisation.')
+  flags.DEFINE_integer('clients_per_round', 10,
+                       'Clients sampled per round (the expected number with Poisson sampling, '
+                       'which the DP recipe uses).', lower_bound=1)
+  flags.DEFINE_integer('total_rounds', 100, 'Round budget.', lower_bound=1)
+  flags.DEFINE_integer('rounds_per_eval', 5,
+                       'Evaluate on the validation set every this many rounds (and after the last).',
+                       lower_bound=1)
+  flags.DEFINE_integer('rounds_per_test', None,
+                       'Also evaluate on the test set every this many rounds; default: only after '
+                       'the last round (the test set never steers training).', lower_bound=1)
+  flags.DEFINE_integer('rounds_per_checkpoint', 10, 'Checkpoint the server state every this many rounds.',
+                       lower_bound=1)
+  flags.DEFINE_float('target_accuracy', None,
+                     'Stop once validation accuracy reaches this, in (0, 1]; the summary records '
+                     'the round, and the test set is evaluated there.', lower_bound=0.0, upper_bound=1.0)
+  flags.DEFINE_integer('federated_eval_clients', 0,
+                       'Federated evaluation: at every evaluation, also evaluate the server model '
+                       'on this many sampled clients\' own held-out examples and log the mean and '
+                       'the spread over clients (0 = off).', lower_bound=0)
+  flags.DEFINE_integer('federated_eval_holdout', 5,
+                       'With --federated_eval_clients: every this-many-th example of each client '
+                       'is held out from training for federated evaluation.', lower_bound=2)
+  flags.DEFINE_integer('seed', 0,
+                       'Decides every random choice of the run: the partition, client sampling, '
+                       'each client\'s per-round shuffle, initial weights, dropout and DP noise.',
+                       lower_bound=0, upper_bound=2**31 - 1)
   flags.DEFINE_enum('loop_implementation', 'dataset_iterator', list(_LOOPS),
                     'Client loop (dataset_iterator is faster on CPU).')
   flags.DEFINE_string('tff_worker', None,
@@ -152,20 +178,45 @@ class Setup:
     return args
 
 
-def _validate_common_flags() -> None:
-  positive = ('num_clients', 'client_epochs_per_round', 'clients_per_round', 'total_rounds',
-              'rounds_per_eval', 'rounds_per_checkpoint')
-  for name in positive:
-    if FLAGS[name].value < 1:
-      raise UserError(f'--{name} must be at least 1, got {FLAGS[name].value}')
-  if FLAGS.client_batch_size == 0 or FLAGS.client_batch_size < -1:
-    raise UserError(f'--client_batch_size must be positive or -1 (whole dataset), got {FLAGS.client_batch_size}')
-  if FLAGS.max_batches_per_client is not None and FLAGS.max_batches_per_client < 1:
-    raise UserError('--max_batches_per_client must be at least 1')
-  if FLAGS.target_accuracy is not None and not 0 < FLAGS.target_accuracy <= 1:
+def validate_flags() -> None:
+  """Single-flag checks of the shared flags that absl's bounds cannot express.
+
+  Runs right after parsing (every recipe passes it to `cli.run`), so a bad value stops
+  the binary before any work; combinations are checked in `run`.
+
+  Raises:
+    UserError: For the first bad value.
+  """
+  if FLAGS.client_batch_size == 0:
+    raise UserError('--client_batch_size must be positive or -1 (whole dataset), got 0')
+  if FLAGS.alpha <= 0:
+    raise UserError(f'--alpha must be positive, got {FLAGS.alpha}')
+  if FLAGS.target_accuracy is not None and FLAGS.target_accuracy <= 0:
     raise UserError(f'--target_accuracy must be in (0, 1], got {FLAGS.target_accuracy}')
+  if FLAGS.model is not None and FLAGS.model not in MODELS:
+    raise UserError(f'unknown --model={FLAGS.model}; choose one of {", ".join(MODELS)}')
+  for name in ('experiment_name', 'root_output_dir', 'cache_dir'):
+    value = FLAGS[name].value
+    if value is not None and not value.strip():
+      raise UserError(f'--{name} must not be empty')
+  name = FLAGS.experiment_name
+  if name is not None and (os.sep in name or name in ('.', '..')):
+    raise UserError(f'--experiment_name must be a plain directory name, got {name!r} '
+                    '(use --root_output_dir for the parent directory)')
+  if FLAGS.tff_worker is not None:
+    try:
+      runtime.parse_worker_address(FLAGS.tff_worker)
+    except ValueError as e:
+      raise UserError(f'--tff_worker: {e}') from None
+  optimizers.validate_optimizer_flags()
+  aggregator_flags.validate_aggregator_flags()
+
+
+def _validate_common_flags() -> None:
   if FLAGS.resume and not FLAGS.experiment_name:
     raise UserError('--resume needs the --experiment_name of the run to continue')
+  if FLAGS.federated_eval_clients and FLAGS.federated_eval_clients < 1:
+    raise UserError('--federated_eval_clients must be 0 (off) or at least 1')
 
 
 def _create_task() -> tasks.Task:
@@ -198,17 +249,31 @@ def recipe_hparams() -> dict[str, Any]:
   return hparams
 
 
-def _check_resume_matches(out_dir, hparams: dict[str, Any]) -> None:
-  path = out_dir / 'hparams.json'
-  if not path.exists():
-    return
+def _saved_hparams(out) -> dict[str, Any] | None:
+  """The hparams.json of the run in `out`, or None if it has none (nothing ran yet)."""
   import json  # pylint: disable=g-import-not-at-top
-  saved = json.loads(path.read_text())
-  changed = sorted(k for k in hparams if k not in _RUN_CONTROL_FLAGS and k in saved
-                   and saved[k] != hparams[k])
+  path = out / 'hparams.json'
+  if not path.exists():
+    return None
+  try:
+    saved = json.loads(path.read_text())
+  except (OSError, ValueError) as e:
+    raise UserError(f'{path} is unreadable ({e}); it records the run\'s settings, so the run '
+                    'cannot be resumed safely: start a new --experiment_name') from None
+  if not isinstance(saved, dict):
+    raise UserError(f'{path} is not a settings record; start a new --experiment_name')
+  return saved
+
+
+def _check_resume_matches(saved: dict[str, Any], hparams: dict[str, Any]) -> None:
+  """Refuses a resume whose settings change what is learned (run-control flags may change)."""
+  ignored = _RUN_CONTROL_FLAGS | {'command', 'git_commit', 'git_dirty', 'resumes', 'frozen'}
+  changed = sorted(k for k in set(hparams) | set(saved)
+                   if k not in ignored and saved.get(k) != hparams.get(k))
   if changed:
-    diffs = ', '.join(f'--{k}={hparams[k]} (run has {saved[k]})' for k in changed)
-    raise UserError(f'--resume with settings that differ from the saved run: {diffs}')
+    diffs = ', '.join(f'--{k}={hparams.get(k)} (the run has {saved.get(k)})' for k in changed)
+    raise UserError(f'--resume cannot change what the run learns: {diffs}; rerun with the '
+                    'run\'s own values or start a new --experiment_name')
 
 
 def run(
@@ -217,7 +282,9 @@ def run(
     *,
     weighted: bool | None = None,
     not_applicable: tuple[str, ...] = (),
-    report: Callable[[Setup, dict[str, Any]], dict[str, Any]] | None = None,
+    report: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None,
+    sampling: str = 'uniform',
+    frozen: Callable[[dict[str, Any] | None, int], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
   """Builds the task, optimizers and aggregator from flags, then trains and writes outputs.
 
@@ -226,8 +293,13 @@ def run(
     build_process: Assembles the `tff.learning` process from a `Setup`.
     weighted: Whether the recipe weights client updates; None reads `--weighting`.
     not_applicable: Shared flags this recipe ignores: setting one is an error.
-    report: Given the setup and the summary, returns recipe-specific results (e.g. privacy
-      spent) to add to the summary.
+    report: Given the frozen settings (see `frozen`) and the summary, returns
+      recipe-specific results (e.g. privacy spent) to add to the summary.
+    sampling: How clients are drawn each round (`training_loop.SAMPLINGS`).
+    frozen: Settings fixed once for the whole run (e.g. the DP noise multiplier that
+      --target_epsilon calibrates at the start): given those saved by an earlier part of
+      the run (None when starting) and the population size, returns them; they are kept
+      in hparams.json under 'frozen', and a resume that would change them is refused.
 
   Returns:
     The run summary (also written to summary.json).
@@ -245,10 +317,13 @@ def run(
     raise UserError(f'--clients_per_round={FLAGS.clients_per_round} exceeds the {num_clients} '
                     f'clients of --task={task.name}')
 
+  fixed: dict[str, Any] = {}  # The run's frozen settings, once known (below).
+
   def aggregator_fn(weighted: bool) -> Any:
     return aggregator_flags.aggregator_from_flags(
         weighted=weighted, clients_per_round=FLAGS.clients_per_round, num_clients=num_clients,
-        total_rounds=FLAGS.total_rounds)
+        total_rounds=FLAGS.total_rounds, noise_multiplier=fixed.get('noise_multiplier'),
+        noise_seed=aggregator_flags.dp_noise_seed(FLAGS.seed))
 
   if weighted is None:
     weighted = FLAGS.weighting == 'num_examples'
@@ -264,41 +339,56 @@ def run(
   name = FLAGS.experiment_name or (
       f'{recipe}-{task.name}-{datetime.datetime.now().strftime("%Y%m%d-%H%M%S")}')
   out = outputs.experiment_dir(FLAGS.root_output_dir, name)
-  hparams = {'recipe': recipe, **recipe_hparams(), 'model': task.model_name}
-  if FLAGS.resume:
-    _check_resume_matches(out, hparams)
+  hparams = {'recipe': recipe, **recipe_hparams(), 'model': task.model_name,
+             'sampling': sampling, **outputs.provenance()}
+  saved = _saved_hparams(out) if FLAGS.resume else None
+  if saved is not None:
+    _check_resume_matches(saved, hparams)
+  if not FLAGS.resume:
+    training_loop.check_fresh_output(out)
+  if frozen is not None:
+    hparams['frozen'] = frozen(saved.get('frozen') if saved else None, num_clients)
+    fixed.update(hparams['frozen'])
   process = build_process(setup)
   config = training_loop.LoopConfig(
       total_rounds=FLAGS.total_rounds, clients_per_round=FLAGS.clients_per_round,
       rounds_per_eval=FLAGS.rounds_per_eval, rounds_per_checkpoint=FLAGS.rounds_per_checkpoint,
       target_accuracy=FLAGS.target_accuracy, seed=FLAGS.seed, output_dir=out,
-      resume=FLAGS.resume, progress=FLAGS.progress,
+      resume=FLAGS.resume, progress=FLAGS.progress, sampling=sampling,
+      rounds_per_test=FLAGS.rounds_per_test, federated_eval_clients=FLAGS.federated_eval_clients,
+      federated_eval_holdout=FLAGS.federated_eval_holdout,
   )
-  if not FLAGS.resume:
-    training_loop.check_fresh_output(out)
-  if not (out / 'hparams.json').exists() or not FLAGS.resume:
+  if saved is None:
     outputs.write_json(out / 'hparams.json', hparams)
+  else:  # The run's own record stays; each resume is appended to it.
+    saved.setdefault('resumes', []).append(
+        {key: hparams[key] for key in ('command', 'git_commit', 'git_dirty', 'total_rounds')})
+    outputs.write_json(out / 'hparams.json', saved)
   where = f', on the TFF worker at {FLAGS.tff_worker}' if FLAGS.tff_worker else ''
   print(f'{recipe}: training on {task.name} ({num_clients} clients, {FLAGS.clients_per_round} per '
         f'round, model {task.model_name}{where}); outputs in {out}', flush=True)
   summary = training_loop.run_training(
       process, task, config, description=recipe,
-      initial_weights=training_loop.initial_model_weights(task))
+      initial_weights=training_loop.initial_model_weights(task, FLAGS.seed),
+      process_task=setup.task)
   summary = {'recipe': recipe, **summary}
   if report is not None:
-    summary.update(report(setup, summary))
+    summary.update(report(hparams.get('frozen', {}), summary))
   outputs.write_json(out / 'summary.json', summary)
   _print_summary(summary, out)
   return summary
 
 
 def _print_summary(summary: dict[str, Any], out) -> None:
-  accuracy = summary.get('final_test_accuracy')
   line = (f'{summary["recipe"]} on {summary["task"]}: {summary["status"]} after '
           f'{summary["rounds_completed"]} rounds')
-  if accuracy is not None:
-    line += f', test accuracy {accuracy:.4f} (best {summary["best_test_accuracy"]:.4f})'
+  if summary.get('final_validation_accuracy') is not None:
+    line += (f', validation accuracy {summary["final_validation_accuracy"]:.4f} '
+             f'(best {summary["best_validation_accuracy"]:.4f})')
+  if summary.get('final_test_accuracy') is not None:
+    line += f', test accuracy {summary["final_test_accuracy"]:.4f}'
   if summary.get('target_reached_round'):
-    line += f'; reached {summary["target_accuracy"]} at round {summary["target_reached_round"]}'
+    line += (f'; validation reached {summary["target_accuracy"]} at round '
+             f'{summary["target_reached_round"]}')
   print(line)
   print(f'outputs: {out} (metrics.csv, metrics.png, summary.json, hparams.json, tensorboard/, checkpoints/)')

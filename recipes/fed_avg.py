@@ -33,5 +33,8 @@ def main(argv: list[str]) -> None:
   experiment.run('fed_avg', build_process)
 
 
+validate_flags = experiment.validate_flags  # Run right after parsing (tests/flag_walker.py too).
+
+
 if __name__ == '__main__':
-  cli.run(main)
+  cli.run(main, validate=validate_flags)

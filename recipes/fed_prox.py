@@ -12,20 +12,18 @@ from absl import flags
 
 from recipes import cli
 from recipes import experiment
-from recipes.errors import UserError
 from recipes.runtime import import_tff
 
 tff = import_tff()
 
 _PROXIMAL_STRENGTH = flags.DEFINE_float(
-    'proximal_strength', 0.01, 'mu of the proximal term (mu/2)||w - w_server||^2; 0 = FedAvg.')
+    'proximal_strength', 0.01, 'mu of the proximal term (mu/2)||w - w_server||^2, >= 0; 0 = FedAvg.',
+    lower_bound=0.0)
 experiment.define_flags()
 
 
 def build_process(setup: experiment.Setup) -> tff.learning.templates.LearningProcess:
   """FedProx, weighted or uniform, with the flags' optimizers and aggregator."""
-  if _PROXIMAL_STRENGTH.value < 0:
-    raise UserError(f'--proximal_strength must be non-negative, got {_PROXIMAL_STRENGTH.value}')
   builder = (tff.learning.algorithms.build_weighted_fed_prox if setup.weighted
              else tff.learning.algorithms.build_unweighted_fed_prox)
   return builder(setup.task.model_fn, proximal_strength=_PROXIMAL_STRENGTH.value,
@@ -37,5 +35,8 @@ def main(argv: list[str]) -> None:
   experiment.run('fed_prox', build_process)
 
 
+validate_flags = experiment.validate_flags  # Run right after parsing (tests/flag_walker.py too).
+
+
 if __name__ == '__main__':
-  cli.run(main)
+  cli.run(main, validate=validate_flags)

@@ -30,5 +30,8 @@ def main(argv: list[str]) -> None:
                  not_applicable=('client_epochs_per_round',))
 
 
+validate_flags = experiment.validate_flags  # Run right after parsing (tests/flag_walker.py too).
+
+
 if __name__ == '__main__':
-  cli.run(main)
+  cli.run(main, validate=validate_flags)

@@ -75,15 +75,32 @@ class MetricsCsv:
     with open(self.path, newline='') as f:
       return list(csv.DictReader(f))
 
-  def rewind(self, last_round: int) -> None:
-    """Keeps only rows with round <= last_round (all rows are dropped for 0)."""
-    kept = [r for r in self.rows() if r.get('round') and int(float(r['round'])) <= last_round]
+  def rewind(self, last_round: int) -> int:
+    """Keeps rounds 1..last_round (none for 0): the first complete row of each, in order.
+
+    Rows after `last_round`, and a row cut short by a kill (missing trailing fields), are
+    dropped, so the file holds each round at most once.
+
+    Returns:
+      The number of rounds kept (less than `last_round` if rows are missing).
+    """
+    kept: list[dict[str, str]] = []
+    for row in self.rows():
+      if None in row.values() or None in row:  # Cut short, or a line that ran into another.
+        continue
+      try:
+        round_num = int(float(row.get('round') or 'nan'))
+      except ValueError:
+        continue
+      if round_num == len(kept) + 1 and round_num <= last_round:
+        kept.append(row)
     tmp = self.path.with_suffix('.csv.tmp')
     with open(tmp, 'w', newline='') as f:
       writer = csv.DictWriter(f, fieldnames=self.columns, extrasaction='ignore')
       writer.writeheader()
       writer.writerows(kept)
     os.replace(tmp, self.path)
+    return len(kept)
 
   def append(self, row: Mapping[str, Any]) -> None:
     """Appends one row; columns outside the header are dropped, missing ones left blank."""

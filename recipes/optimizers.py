@@ -87,13 +87,39 @@ def define_optimizer_flags(
 ) -> None:
   """Defines `--<side>_optimizer`, `--<side>_learning_rate` and its hyperparameter flags."""
   flags.DEFINE_enum(f'{side}_optimizer', optimizer, list(choices), f'{side.capitalize()} optimizer.')
-  flags.DEFINE_float(f'{side}_learning_rate', learning_rate, f'{side.capitalize()} learning rate.')
-  flags.DEFINE_float(f'{side}_momentum', momentum, f'Momentum of --{side}_optimizer=sgdm.')
-  flags.DEFINE_float(f'{side}_beta_1', beta_1, f'beta_1 of --{side}_optimizer=adam|yogi.')
-  flags.DEFINE_float(f'{side}_beta_2', beta_2, f'beta_2 of --{side}_optimizer=adam|yogi.')
+  flags.DEFINE_float(f'{side}_learning_rate', learning_rate,
+                     f'{side.capitalize()} learning rate (> 0).', lower_bound=0.0)
+  flags.DEFINE_float(f'{side}_momentum', momentum, f'Momentum of --{side}_optimizer=sgdm, in [0, 1).',
+                     lower_bound=0.0, upper_bound=1.0)
+  flags.DEFINE_float(f'{side}_beta_1', beta_1, f'beta_1 of --{side}_optimizer=adam|yogi, in [0, 1).',
+                     lower_bound=0.0, upper_bound=1.0)
+  flags.DEFINE_float(f'{side}_beta_2', beta_2, f'beta_2 of --{side}_optimizer=adam|yogi, in [0, 1).',
+                     lower_bound=0.0, upper_bound=1.0)
   flags.DEFINE_float(
-      f'{side}_epsilon', epsilon, f'Adaptivity epsilon of --{side}_optimizer=adam|yogi|adagrad.'
-  )
+      f'{side}_epsilon', epsilon,
+      f'Adaptivity epsilon of --{side}_optimizer=adam|yogi|adagrad (> 0).', lower_bound=0.0)
+  _SIDES.append(side)
+
+
+# The sides whose flags are defined in this process (validated by `validate_optimizer_flags`).
+_SIDES: list[str] = []
+
+
+def validate_optimizer_flags() -> None:
+  """Strict bounds that absl's closed `lower_bound`/`upper_bound` cannot express.
+
+  Raises:
+    UserError: For the first value out of its range.
+  """
+  values = flags.FLAGS
+  for side in _SIDES:
+    if values[f'{side}_learning_rate'].value <= 0:
+      raise UserError(f'--{side}_learning_rate must be positive, got {values[f"{side}_learning_rate"].value}')
+    for name in ('momentum', 'beta_1', 'beta_2'):
+      if values[f'{side}_{name}'].value >= 1:
+        raise UserError(f'--{side}_{name} must be in [0, 1), got {values[f"{side}_{name}"].value}')
+    if values[f'{side}_epsilon'].value <= 0:
+      raise UserError(f'--{side}_epsilon must be positive, got {values[f"{side}_epsilon"].value}')
 
 
 def optimizer_from_flags(side: str) -> tff.learning.optimizers.Optimizer:
@@ -118,16 +144,3 @@ def optimizer_from_flags(side: str) -> tff.learning.optimizers.Optimizer:
       values[f'{side}_learning_rate'].value,
       **{h: values[f'{side}_{h}'].value for h in used},
   )
-
-
-def optimizer_hparams(side: str) -> dict[str, float | str]:
-  """The flag values that define one side's optimizer, for the hparams file."""
-  values = flags.FLAGS
-  name = values[f'{side}_optimizer'].value
-  hparams: dict[str, float | str] = {
-      f'{side}_optimizer': name,
-      f'{side}_learning_rate': values[f'{side}_learning_rate'].value,
-  }
-  for hyperparameter in _HYPERPARAMETERS[name]:
-    hparams[f'{side}_{hyperparameter}'] = values[f'{side}_{hyperparameter}'].value
-  return hparams

@@ -6,6 +6,8 @@ import csv
 import json
 import os
 import platform
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -69,6 +71,37 @@ def read_csv(path: str | os.PathLike[str]) -> list[dict[str, str]]:
   """Reads a CSV written by `write_csv` (or TFF's CSV release manager) into dicts."""
   with open(path, newline='') as f:
     return list(csv.DictReader(f))
+
+
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+def git_commit() -> dict[str, Any]:
+  """The project's git commit and whether the work tree had uncommitted changes.
+
+  Returns:
+    {'git_commit': sha or 'unknown' (not a git checkout), 'git_dirty': bool or None}.
+  """
+  def git(*args: str) -> str | None:
+    try:
+      result = subprocess.run(['git', '-C', str(_ROOT), *args], capture_output=True, text=True,
+                              timeout=10, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError):
+      return None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+  commit = git('rev-parse', 'HEAD')
+  if commit is None:
+    return {'git_commit': 'unknown', 'git_dirty': None}
+  # Tracked files only: run outputs and caches are not the code that made a result.
+  status = git('status', '--porcelain', '--untracked-files=no')
+  return {'git_commit': commit, 'git_dirty': bool(status) if status is not None else None}
+
+
+def provenance() -> dict[str, Any]:
+  """What reproduces a result: the command line as typed and the project's commit."""
+  # orig_argv keeps `-m module` (argv[0] would be the module's file path).
+  return {'command': ' '.join(['python', *sys.orig_argv[1:]]), **git_commit()}
 
 
 def machine_description() -> dict[str, Any]:

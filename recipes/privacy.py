@@ -1,24 +1,31 @@
-"""Privacy accounting for DP-FedAvg: (epsilon, delta) of repeated, sampled Gaussian rounds.
+"""Privacy accounting for DP-FedAvg: (epsilon, delta) of repeated, Poisson-sampled Gaussian rounds.
 
-Model. Each round, the server samples clients and releases the mean of their
-clipped updates plus Gaussian noise of standard deviation z * C / m (noise
-multiplier z, clip C, m expected clients per round; see `recipes.aggregators.dp_fixed`).
-Per round that is the sampled Gaussian mechanism with user-level sensitivity C,
-so T rounds compose to `SelfComposed(PoissonSampled(q, Gaussian(z)), T)`, and
-`dp_accounting`'s RDP accountant (Mironov 2017; Mironov, Talwar, Zhang 2019,
-https://arxiv.org/abs/1908.10530) turns it into the smallest epsilon with
-P[loss > epsilon] <= delta over its grid of Renyi orders.
+Mechanism (what `recipes.dp_fed_avg` runs). Each round every client joins the cohort
+independently with probability q = clients_per_round / num_clients (Poisson sampling:
+the cohort size varies, and an empty cohort is a round without an update), and the server
+releases the mean of the cohort's clipped updates plus Gaussian noise of standard
+deviation z * C / m (noise multiplier z, clip C, m = clients_per_round the *expected*
+cohort, a fixed denominator; see `recipes.aggregators.dp_fixed`). One client's whole data
+changes the noised sum by at most C, so a round is the Poisson-subsampled Gaussian
+mechanism at the user level, and T rounds compose to
+`SelfComposed(PoissonSampled(q, Gaussian(z)), T)`.
 
-Approximation. The recipes pick exactly `clients_per_round` of `num_clients`
-clients uniformly without replacement. The accounting treats that as Poisson
-sampling with rate q = clients_per_round / num_clients (each client independently
-included with probability q), as McMahan et al. 2018
-(https://arxiv.org/abs/1710.06963) and TFF's DP tutorials do. The two have the
-same expected participation; the Poisson analysis is the standard, slightly
-optimistic stand-in for fixed-size sampling.
+Accounting. `dp_accounting`'s RDP accountant (Mironov 2017; Mironov, Talwar, Zhang 2019,
+https://arxiv.org/abs/1908.10530) turns that event into the smallest epsilon with
+P[loss > epsilon] <= delta over its grid of Renyi orders, under the add-or-remove-one
+neighbouring relation (datasets differ by one client's presence), the relation for which
+the Poisson-subsampled Gaussian analysis holds (McMahan et al. 2018,
+https://arxiv.org/abs/1710.06963). This accounting is exact for the sampling the recipe
+performs; it would be optimistic (about 2x at 20 of 100 clients) for fixed-size cohorts,
+which is why the DP recipe samples by Poisson and not the other recipes' fixed cohorts.
 
-For `dp_adaptive`, the noise multiplier is TFF's *effective* z, which already
-covers the privatized clip estimate, so the same accounting applies.
+For `dp_adaptive`, z is TFF's *effective* noise multiplier, which already covers the
+privatized clip estimate, so the same accounting applies.
+
+What epsilon does not cover: the training metrics that clients report unnoised (loss,
+accuracy, example counts: `NOT_COVERED`), the cohort sizes, and federated evaluation;
+the outputs mark them. delta defaults to N^-1.1 < 1/N; with populations of a few hundred
+clients no choice of delta gives a meaningful user-level guarantee (`small_population_note`).
 """
 
 from __future__ import annotations
@@ -149,6 +156,34 @@ def noise_multiplier_for_epsilon(
           tol=_NOISE_TOLERANCE,
       )
   )
+
+
+SAMPLING = 'poisson'
+ACCOUNTANT = 'rdp (dp_accounting 0.4.3)'
+NEIGHBOURING_RELATION = 'add_or_remove_one (user level: one client\'s whole data)'
+# Outputs that clients release without noise: reported, but not covered by epsilon.
+NOT_COVERED = ('train_loss', 'train_accuracy', 'train_examples', 'clients',
+               'fed_eval_* (federated evaluation)', 'aggregator/client_count')
+# Below this population, say that DP is illustrative only (delta ~ 1/N is large).
+_SMALL_POPULATION = 1000
+
+
+def small_population_note(num_clients: int, delta: float) -> str | None:
+  """A warning when the population is too small for meaningful user-level DP, else None."""
+  if num_clients >= _SMALL_POPULATION:
+    return None
+  return (f'{num_clients} clients is too small a population for meaningful user-level DP: '
+          f'delta = {delta:.2g} allows a failure probability near 1/{num_clients}, and '
+          'published DP-FedAvg uses 10^4-10^6 clients; read this epsilon as illustrative')
+
+
+def epsilon_from_record(record: dict) -> float:
+  """Recomputes epsilon from a run's recorded privacy fields (summary.json's `privacy`)."""
+  if record.get('sampling') != SAMPLING:
+    raise UserError(f'cannot account sampling {record.get("sampling")!r}; expected {SAMPLING}')
+  return epsilon_spent(noise_multiplier=record['noise_multiplier'],
+                       sampling_rate=record['sampling_rate'], rounds=record['rounds'],
+                       delta=record['delta'])
 
 
 def default_delta(num_clients: int) -> float:

@@ -164,8 +164,7 @@ def write_results(
   record = {
       'benchmark': benchmark,
       'finished': datetime.datetime.now().isoformat(timespec='seconds'),
-      # orig_argv keeps `-m module` (argv[0] would be the module's file).
-      'command': ' '.join(['python', *sys.orig_argv[1:]]),
+      **outputs.provenance(),  # command, git commit
       'machine': outputs.machine_description(),
       'load': load.describe(),
       'settings': dict(settings),

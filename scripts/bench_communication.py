@@ -4,7 +4,9 @@ Trains the McMahan CNN on `mnist_digits` split with the pathological non-IID `sh
 partition (100 clients x 80 examples, at most 2 labels each; 10 clients per round) with
 FedSGD, FedAvg for E (local epochs) in {1, 5} x B (local batch) in {10, 50}, and the
 adaptive server optimizers FedAvgM, FedAdam and FedYogi (clients as FedAvg E=1 B=10), and
-counts the rounds each needs to reach the target test accuracy (evaluated every round).
+counts the rounds each needs to reach the target validation accuracy (evaluated every
+round); the reported accuracy is the test set's, evaluated once at the round the run stops.
+Tuning (`--tune`) also reads validation only: the test set never picks a learning rate.
 The headline is the speed-up in rounds, FedSGD rounds / algorithm rounds: how many times
 fewer communication rounds local training needs.
 
@@ -36,10 +38,13 @@ from scripts import bench_common
 _SMOKE = flags.DEFINE_bool('smoke', False, 'Tiny settings (2 algorithms, 2 rounds, low target): a wiring check.')
 _TUNE = flags.DEFINE_bool('tune', False, 'Run the learning-rate grid of every algorithm instead of the benchmark.')
 _ONLY = flags.DEFINE_list('only', None, 'Run only these algorithm keys (see ALGORITHMS).')
-_TARGET = flags.DEFINE_float('target_accuracy', 0.97, 'Test accuracy to reach.')
-_BUDGET_SCALE = flags.DEFINE_float('budget_scale', 1.0, 'Multiplies every round budget.')
+_TARGET = flags.DEFINE_float('target_accuracy', 0.97, 'Validation accuracy to reach, in (0, 1].',
+                             lower_bound=0.0, upper_bound=1.0)
+_BUDGET_SCALE = flags.DEFINE_float('budget_scale', 1.0, 'Multiplies every round budget (> 0).',
+                                   lower_bound=0.0)
 _ROUNDS_PER_EVAL = flags.DEFINE_integer(
-    'rounds_per_eval', 1, 'Evaluate every this many rounds (rounds to target are exact only at 1).')
+    'rounds_per_eval', 1, 'Evaluate every this many rounds (rounds to target are exact only at 1).',
+    lower_bound=1)
 _RESULTS_DIR = flags.DEFINE_string(
     'results_dir', str(bench_common.RESULTS_ROOT / 'communication'), 'Where results go.')
 _RUNS_DIR = flags.DEFINE_string(
@@ -156,7 +161,7 @@ COLUMNS: list[bench_common.Column] = [
     ('speedup_vs_fedsgd', 'FedSGD rounds / rounds', '.2f'),
     ('train_seconds', 'train + eval s', '.0f'),
     ('seconds_per_round', 's / round', '.2f'),
-    ('final_test_accuracy', 'final acc', '.4f'),
+    ('final_test_accuracy', 'test acc (at stop)', '.4f'),
 ]
 
 
@@ -170,7 +175,7 @@ def _selected() -> list[Algorithm]:
 
 def _run(algorithm: Algorithm, runs_dir: Path, learning_rate: float | None = None,
          name: str | None = None) -> dict[str, Any]:
-  """Runs one algorithm; returns its result row (with the test-accuracy curve)."""
+  """Runs one algorithm; returns its result row (with the validation-accuracy curve)."""
   if _SMOKE.value:
     task_flags, budget, target = SMOKE_TASK_FLAGS, SMOKE_ROUNDS, SMOKE_TARGET
   else:
@@ -194,9 +199,9 @@ def _run(algorithm: Algorithm, runs_dir: Path, learning_rate: float | None = Non
 
 def result_row(algorithm: Algorithm, run: dict[str, Any], rate: float, budget: int,
                target: float) -> dict[str, Any]:
-  """One table row (and the test-accuracy curve) from what `bench_common.run_recipe` read."""
+  """One table row (and the validation-accuracy curve) from what `bench_common.run_recipe` read."""
   summary = run['summary']
-  rounds, accuracies = bench_common.curve(run['rows'])
+  rounds, accuracies = bench_common.curve(run['rows'], 'validation_accuracy')
   return {
       'key': algorithm.key,
       'algorithm': algorithm.label,
@@ -212,13 +217,13 @@ def result_row(algorithm: Algorithm, run: dict[str, Any], rate: float, budget: i
       'rounds_run': summary['rounds_completed'],
       'status': summary['status'],
       'final_test_accuracy': summary['final_test_accuracy'],
-      'best_test_accuracy': summary['best_test_accuracy'],
+      'best_validation_accuracy': summary['best_validation_accuracy'],
       'train_seconds': summary['wall_seconds_this_run'],
       'seconds_per_round': summary['mean_round_seconds_this_run'],
       'process_seconds': round(run['process_seconds'], 1),
       'flags': ' '.join(algorithm.command_flags(rate)),
       'curve_rounds': rounds,
-      'curve_test_accuracy': accuracies,
+      'curve_validation_accuracy': accuracies,
   }
 
 
@@ -248,10 +253,10 @@ def _benchmark(algorithms: list[Algorithm], results_dir: Path, runs_dir: Path) -
   target = rows[0]['target_accuracy']
   table = bench_common.markdown_table([_shown(r) for r in rows], COLUMNS)
   plot = bench_common.plot_accuracy_vs_rounds(
-      {r['algorithm']: (r['curve_rounds'], r['curve_test_accuracy']) for r in rows},
+      {r['algorithm']: (r['curve_rounds'], r['curve_validation_accuracy']) for r in rows},
       results_dir / 'accuracy_vs_rounds.png',
       title=f'{"synthetic (smoke)" if _SMOKE.value else "mnist_digits, shards non-IID, CNN"}: '
-            f'test accuracy vs rounds (target {target:g})',
+            f'validation accuracy vs rounds (target {target:g})',
       target=target)
   settings = {
       'task_flags': list(SMOKE_TASK_FLAGS if _SMOKE.value else TASK_FLAGS),
@@ -261,7 +266,8 @@ def _benchmark(algorithms: list[Algorithm], results_dir: Path, runs_dir: Path) -
   paths = bench_common.write_results(
       results_dir, benchmark='communication', settings=settings, rows=rows, table=table,
       load=load, extra={'runs_dir': str(runs_dir)})
-  print(f'\nRounds to {target:g} test accuracy ({" ".join(settings["task_flags"])}):\n')
+  print(f'\nRounds to {target:g} validation accuracy; final accuracy on the test set '
+        f'({" ".join(settings["task_flags"])}):\n')
   print(table)
   print(f'\nresults: {paths["json"]}, {paths["csv"]}, {plot}')
 
@@ -277,13 +283,14 @@ def _tune(algorithms: list[Algorithm], results_dir: Path, runs_dir: Path) -> Non
   best = {}
   for row in rows:
     # Fewest rounds to the target; among misses, the best accuracy.
-    score = (row['rounds_to_target'] is None, row['rounds_to_target'] or 0, -row['best_test_accuracy'])
+    score = (row['rounds_to_target'] is None, row['rounds_to_target'] or 0,
+             -row['best_validation_accuracy'])
     if row['key'] not in best or score < best[row['key']][0]:
       best[row['key']] = (score, row['learning_rate'])
   for row in rows:
     row['chosen'] = best[row['key']][1] == row['learning_rate']
   columns = [c for c in COLUMNS if c[0] not in ('speedup_vs_fedsgd',)]
-  columns.insert(4, ('best_test_accuracy', 'best acc', '.4f'))
+  columns.insert(4, ('best_validation_accuracy', 'best validation acc', '.4f'))
   columns.append(('chosen', 'chosen', ''))
   table = bench_common.markdown_table([_shown(r) for r in rows], columns)
   paths = bench_common.write_results(
@@ -295,6 +302,20 @@ def _tune(algorithms: list[Algorithm], results_dir: Path, runs_dir: Path) -> Non
   print(table)
   print('\nchosen: ' + ', '.join(f'{k} {v[1]:g}' for k, v in best.items()))
   print(f'results: {paths["json"]}')
+
+
+def validate_flags() -> None:
+  """Single-flag checks beyond the bounds, right after parsing."""
+  if _TARGET.value <= 0 or _BUDGET_SCALE.value <= 0:
+    raise UserError('--target_accuracy and --budget_scale must be positive')
+  for name in ('results_dir', 'runs_dir'):
+    if not flags.FLAGS[name].value.strip():
+      raise UserError(f'--{name} must not be empty')
+  if _ONLY.value:
+    known = {a.key for a in ALGORITHMS}
+    unknown = sorted(set(_ONLY.value) - known)
+    if unknown:
+      raise UserError(f'unknown --only={",".join(unknown)}; choose from {", ".join(sorted(known))}')
 
 
 def main(argv: list[str]) -> None:
@@ -310,4 +331,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
-  cli.run(main)
+  cli.run(main, validate=validate_flags)

@@ -34,11 +34,14 @@ from recipes.errors import UserError
 from scripts import bench_common
 
 _SMOKE = flags.DEFINE_bool('smoke', False, 'Tiny settings (2 clients per round, 2 rounds): a wiring check.')
-_ROUNDS = flags.DEFINE_integer('total_rounds', 50, 'Rounds of each system.')
-_ROUNDS_PER_EVAL = flags.DEFINE_integer('rounds_per_eval', 10, 'Evaluate on the test set every this many rounds.')
-_REPEATS = flags.DEFINE_integer('repeats', 2, 'Runs of each system, alternating which goes first.')
+_ROUNDS = flags.DEFINE_integer('total_rounds', 50, 'Rounds of each system (>= 2).', lower_bound=2)
+_ROUNDS_PER_EVAL = flags.DEFINE_integer('rounds_per_eval', 10, 'Evaluate on the test set every this many rounds.',
+                                        lower_bound=1)
+_REPEATS = flags.DEFINE_integer('repeats', 2, 'Runs of each system, alternating which goes first.',
+                                lower_bound=1)
 _CPUS_PER_CLIENT = flags.DEFINE_float(
-    'num_cpus_per_client', 1.0, 'Flower: Ray CPUs per client (1 = as many concurrent clients as cores).')
+    'num_cpus_per_client', 1.0, 'Flower: Ray CPUs per client (1 = as many concurrent clients as cores).',
+    lower_bound=0.0)
 _FLOWER_PYTHON = flags.DEFINE_string('flower_python', str(bench_common.FLOWER_PYTHON), 'Python of the Flower environment.')
 _RESULTS_DIR = flags.DEFINE_string('results_dir', str(bench_common.RESULTS_ROOT / 'peer'), 'Where results go.')
 _RUNS_DIR = flags.DEFINE_string('runs_dir', str(bench_common.RUNS_ROOT / 'peer'), 'Parent of the runs\' own outputs.')
@@ -144,6 +147,15 @@ def _verdict(summary: dict[str, Any]) -> str:
           f'Flower {summary["flower_final_test_accuracy"]:.4f}')
 
 
+def validate_flags() -> None:
+  """Single-flag checks beyond the bounds, right after parsing."""
+  if _CPUS_PER_CLIENT.value <= 0:
+    raise UserError(f'--num_cpus_per_client must be positive, got {_CPUS_PER_CLIENT.value}')
+  for name in ('flower_python', 'results_dir', 'runs_dir'):
+    if not flags.FLAGS[name].value.strip():
+      raise UserError(f'--{name} must not be empty')
+
+
 def main(argv: list[str]) -> None:
   del argv
   if not Path(_FLOWER_PYTHON.value).exists():
@@ -193,4 +205,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
-  cli.run(main)
+  cli.run(main, validate=validate_flags)

@@ -53,6 +53,7 @@ from recipes.errors import UserError
 from recipes.runtime import import_tff
 from scripts import bench_common
 import tasks
+from tasks.models import MODELS
 
 tff = import_tff()
 import tensorflow as tf  # noqa: E402  (TFF first: import_tff prepares its worker cleanup)
@@ -73,22 +74,30 @@ def _define_flags() -> None:
       'attacks', list(DEFAULT_ATTACKS),
       'Attacks as kind:m, kind one of none, scale (attackers send +m * update), sign_flip '
       '(attackers send -m * update).')
-  _TOTAL_ROUNDS = flags.DEFINE_integer('total_rounds', 60, 'Rounds per run.')
+  _TOTAL_ROUNDS = flags.DEFINE_integer('total_rounds', 60, 'Rounds per run.', lower_bound=1)
   _ROUNDS_PER_EVAL = flags.DEFINE_integer(
-      'rounds_per_eval', 5, 'Evaluate every this many rounds (and at the end).')
-  _CLIENTS_PER_ROUND = flags.DEFINE_integer('clients_per_round', 10, 'Clients sampled per round.')
+      'rounds_per_eval', 5, 'Evaluate every this many rounds (and at the end).', lower_bound=1)
+  _CLIENTS_PER_ROUND = flags.DEFINE_integer('clients_per_round', 10, 'Clients sampled per round.',
+                                           lower_bound=1)
   _ATTACKERS_PER_ROUND = flags.DEFINE_integer(
-      'attackers_per_round', 2, 'How many of the sampled clients attack, in every round.')
+      'attackers_per_round', 2, 'How many of the sampled clients attack, in every round.',
+      lower_bound=0)
   _TRIM_FRACTION = flags.DEFINE_float(
       'trim_fraction', 0.2,
-      '`trimmed_mean` drops floor(this * clients) values per side (0.2 of 10: 2 per side).')
-  _NUM_CLIENTS = flags.DEFINE_integer('num_clients', 100, 'Clients the 8,000 training digits go to.')
+      '`trimmed_mean` drops floor(this * clients) values per side (0.2 of 10: 2 per side).',
+      lower_bound=0.0, upper_bound=0.5)
+  _NUM_CLIENTS = flags.DEFINE_integer('num_clients', 100, 'Clients the training digits go to.',
+                                     lower_bound=1)
   _PARTITION = flags.DEFINE_enum('partition', 'iid', ['iid', 'shards', 'dirichlet'], 'Client split.')
-  _MODEL = flags.DEFINE_string('model', '2nn', 'A tasks.models name (2nn: fast on CPU).')
-  _CLIENT_LEARNING_RATE = flags.DEFINE_float('client_learning_rate', 0.1, 'Client SGD learning rate.')
-  _CLIENT_BATCH_SIZE = flags.DEFINE_integer('client_batch_size', 20, 'Client batch size.')
-  _CLIENT_EPOCHS = flags.DEFINE_integer('client_epochs_per_round', 1, 'Local epochs per round.')
-  _SEED = flags.DEFINE_integer('seed', 0, 'Seeds the split, client sampling and the attackers.')
+  _MODEL = flags.DEFINE_enum('model', '2nn', list(MODELS), 'Model (2nn: fast on CPU).')
+  _CLIENT_LEARNING_RATE = flags.DEFINE_float('client_learning_rate', 0.1,
+                                              'Client SGD learning rate (> 0).', lower_bound=0.0)
+  _CLIENT_BATCH_SIZE = flags.DEFINE_integer('client_batch_size', 20, 'Client batch size.',
+                                            lower_bound=1)
+  _CLIENT_EPOCHS = flags.DEFINE_integer('client_epochs_per_round', 1, 'Local epochs per round.',
+                                        lower_bound=1)
+  _SEED = flags.DEFINE_integer('seed', 0, 'Seeds the split, client sampling and the attackers.',
+                               lower_bound=0, upper_bound=2**31 - 1)
   _RESULTS_DIR = flags.DEFINE_string('results_dir', 'docs/benchmarks/robustness', 'Where the results go.')
 
 # Drawn from its own stream of the per-round RNG, so that the attackers do not depend on
@@ -210,6 +219,10 @@ def settings_from_flags() -> Settings:
   if not 0 <= settings.attackers_per_round < settings.clients_per_round:
     raise UserError('--attackers_per_round must be in [0, --clients_per_round), got '
                     f'{settings.attackers_per_round}')
+  if settings.client_learning_rate <= 0:
+    raise UserError(f'--client_learning_rate must be positive, got {settings.client_learning_rate}')
+  if not _RESULTS_DIR.value.strip():
+    raise UserError('--results_dir must not be empty')
   if settings.clients_per_round > settings.num_clients:
     raise UserError(f'--clients_per_round={settings.clients_per_round} exceeds '
                     f'--num_clients={settings.num_clients}')
@@ -345,7 +358,7 @@ def run_attack(
     task: tasks.Task,
     settings: Settings,
     attack: Attack,
-    datasets_for: Callable[[Sequence[str]], list[tf.data.Dataset]],
+    datasets_for: Callable[[Sequence[str], int], list[tf.data.Dataset]],
     initial_weights: Any,
 ) -> dict[str, Any]:
   """Trains `process` from `initial_weights` under `attack`; returns its accuracy curve."""
@@ -363,7 +376,7 @@ def run_attack(
         client_ids, settings.clients_per_round, settings.seed, round_num)
     attacking = attackers(settings, round_num)
     data = [client_data(dataset, factor if i in attacking else 1.0)
-            for i, dataset in enumerate(datasets_for(sampled))]
+            for i, dataset in enumerate(datasets_for(sampled, round_num))]
     round_start = time.perf_counter()
     state = process.next(state, data).state
     train_seconds += time.perf_counter() - round_start
@@ -395,13 +408,7 @@ def run_benchmark(settings: Settings) -> list[dict[str, Any]]:
       client_spec=tasks.ClientSpec(num_epochs=settings.client_epochs_per_round,
                                    batch_size=settings.client_batch_size),
       num_clients=settings.num_clients, partition=settings.partition, seed=settings.seed)
-  cache: dict[str, tf.data.Dataset] = {}
-
-  def datasets_for(ids: Sequence[str]) -> list[tf.data.Dataset]:
-    for cid in ids:
-      if cid not in cache:
-        cache[cid] = task.preprocess_train(task.train_data.create_tf_dataset_for_client(cid))
-    return [cache[cid] for cid in ids]
+  datasets_for = training_loop.ClientDatasets(task, seed=settings.seed)
 
   runs = []
   initial_weights = None
@@ -417,7 +424,7 @@ def run_benchmark(settings: Settings) -> list[dict[str, Any]]:
       # Every run starts from this model (TFF draws a new one at each `initialize()`).
       initial_weights = process.get_model_weights(process.initialize())
     # After the process: building it invalidates Keras models made before (Keras 2).
-    evaluate = training_loop._Evaluator(task)  # pylint: disable=protected-access
+    evaluate = training_loop.Evaluator(task, task.test_data, 'test')
     for attack in settings.attacks:
       run = {'aggregator': name, 'build_seconds': round(build_seconds, 2),
              **run_attack(process, evaluate, task, settings, attack, datasets_for,
@@ -497,6 +504,11 @@ def main(argv: Sequence[str]) -> None:
   print(f'\nresults: {results_dir}/ (results.json, results.csv, table.md, accuracy_vs_rounds.png)')
 
 
+def validate_flags() -> None:
+  """All of `settings_from_flags`' checks, right after parsing."""
+  settings_from_flags()
+
+
 if __name__ == '__main__':
   _define_flags()
-  cli.run(main)
+  cli.run(main, validate=validate_flags)

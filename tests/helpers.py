@@ -81,3 +81,9 @@ def read_rows(path: Path) -> list[dict[str, str]]:
   import csv  # pylint: disable=g-import-not-at-top
   with open(path, newline='') as f:
     return list(csv.DictReader(f))
+
+
+def read_json(path: Path) -> object:
+  """A JSON file's content."""
+  import json  # pylint: disable=g-import-not-at-top
+  return json.loads(Path(path).read_text())

@@ -33,6 +33,7 @@ def test_trains_and_writes_every_output(tmp_path: Path) -> None:
   summary = json.loads((out / 'summary.json').read_text())
   assert summary['status'] == 'completed' and summary['rounds_completed'] == 4
   assert 0.0 <= summary['final_test_accuracy'] <= 1.0
+  assert 0.0 <= summary['final_validation_accuracy'] <= 1.0
   hparams = json.loads((out / 'hparams.json').read_text())
   assert hparams['recipe'] == 'fed_avg' and hparams['weighting'] == 'num_examples'
   assert (out / 'metrics.png').stat().st_size > 1000
@@ -49,7 +50,7 @@ def test_accuracy_rises_on_mnist_digits(tmp_path: Path, weighting: str) -> None:
       f'--weighting={weighting}', '--progress=false',
       f'--root_output_dir={tmp_path}', '--experiment_name=rise', check=True)
   rows = helpers.read_rows(tmp_path / 'rise' / 'metrics.csv')
-  accuracies = [float(r['test_accuracy']) for r in rows]
+  accuracies = [float(r['validation_accuracy']) for r in rows]
   assert accuracies[-1] > accuracies[0] + 0.1, accuracies
   assert accuracies[-1] > 0.8, accuracies
 

@@ -138,3 +138,66 @@ def test_guarantee_rejects_inconsistent_options():
     )
   with pytest.raises(UserError, match='exceed the number of clients'):
     privacy.guarantee(clients_per_round=200, num_clients=100, rounds=5, noise_multiplier=1.0)
+
+
+# --- The DP recipe end to end: the mechanism it runs is the one it accounts ---------------------
+
+DP_RUN = ('--task=synthetic', '--num_clients=100', '--clients_per_round=20',
+          '--aggregator=dp_fixed', '--clip_norm=0.5', '--rounds_per_eval=2', '--progress=false')
+
+
+def _independent_epsilon(record: dict) -> float:
+  """epsilon from the recorded fields with dp_accounting alone (no project code)."""
+  assert record['sampling'] == 'poisson'
+  assert record['neighbouring_relation'].startswith('add_or_remove_one')
+  accountant = dp_accounting.rdp.RdpAccountant(
+      neighboring_relation=dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE)
+  accountant.compose(dp_accounting.PoissonSampledDpEvent(
+      record['sampling_rate'], dp_accounting.GaussianDpEvent(record['noise_multiplier'])),
+      count=record['rounds'])
+  return accountant.get_epsilon(record['delta'])
+
+
+def test_dp_run_reports_the_epsilon_of_the_sampling_it_performed(tmp_path):
+  from tests import helpers  # pylint: disable=g-import-not-at-top
+  result = helpers.run_module('recipes.dp_fed_avg', *DP_RUN, '--noise_multiplier=1.0',
+                              '--total_rounds=6', f'--root_output_dir={tmp_path}',
+                              '--experiment_name=dp', check=True)
+  record = helpers.read_json(tmp_path / 'dp' / 'summary.json')['privacy']
+  assert record['rounds'] == 6 and record['sampling_rate'] == pytest.approx(0.2)
+  assert record['epsilon'] == pytest.approx(_independent_epsilon(record), rel=1e-9)
+  # Fixed-size cohorts of 20 (replace-one) would cost far more: the report is not that.
+  fixed = dp_accounting.rdp.RdpAccountant(
+      neighboring_relation=dp_accounting.NeighboringRelation.REPLACE_ONE)
+  fixed.compose(dp_accounting.SampledWithoutReplacementDpEvent(
+      100, 20, dp_accounting.GaussianDpEvent(1.0)), count=6)
+  assert fixed.get_epsilon(record['delta']) > 1.5 * record['epsilon']
+  # The cohorts really were Poisson: their sizes vary around 20.
+  sizes = [int(r['clients']) for r in helpers.read_rows(tmp_path / 'dp' / 'metrics.csv')]
+  assert len(set(sizes)) > 1, sizes
+  # The same record is frozen in hparams.json; the unnoised metrics are marked.
+  frozen = helpers.read_json(tmp_path / 'dp' / 'hparams.json')['frozen']
+  assert frozen['noise_multiplier'] == 1.0 and frozen['delta'] == record['delta']
+  assert 'train_loss' in record['not_covered_by_epsilon']
+  assert record['delta'] < 1 / 100 and 'too small a population' in record['note']
+  assert 'too small a population' in result.stdout
+
+
+def test_target_epsilon_is_calibrated_once_and_resume_cannot_change_privacy(tmp_path):
+  from tests import helpers  # pylint: disable=g-import-not-at-top
+  common = (*DP_RUN, '--target_epsilon=5', f'--root_output_dir={tmp_path}',
+            '--experiment_name=dp')
+  helpers.run_module('recipes.dp_fed_avg', *common, '--total_rounds=2', check=True)
+  first = helpers.read_json(tmp_path / 'dp' / 'summary.json')['privacy']
+  assert first['epsilon'] == pytest.approx(5, rel=1e-3) and first['epsilon'] <= 5
+  # Going on past the calibrated rounds keeps z and reports the larger epsilon.
+  helpers.run_module('recipes.dp_fed_avg', *common, '--total_rounds=4', '--resume', check=True)
+  second = helpers.read_json(tmp_path / 'dp' / 'summary.json')['privacy']
+  assert second['noise_multiplier'] == first['noise_multiplier']
+  assert second['calibrated_for_rounds'] == 2 and second['rounds'] == 4
+  assert second['epsilon'] > 5
+  assert second['epsilon'] == pytest.approx(_independent_epsilon(second), rel=1e-9)
+  # A resume that would change the privacy parameters is refused.
+  result = helpers.run_module('recipes.dp_fed_avg', *common, '--total_rounds=6', '--resume',
+                              '--clip_norm=1.0')
+  helpers.assert_one_line_error(result, '--clip_norm=1.0')
