@@ -302,25 +302,16 @@ FEDERATED_EVAL_COLUMNS = ('fed_eval_accuracy_mean', 'fed_eval_accuracy_p10',
 class _FederatedEvaluator:
   """TFF federated evaluation of the server model on sampled clients' held-out examples.
 
-  `tff.learning.algorithms.build_fed_eval` with `FinalizeThenSampleFactory` as metrics
-  aggregator: every client's metrics are finalized on the client and all of them reach
-  the server, so the distribution over clients (not only the example-weighted mean) is
-  reported.
+  `tff.learning.algorithms.build_fed_eval`, called once per sampled client so that each
+  client's own metrics come back (the distribution over clients, not only the
+  example-weighted mean). TFF's `FinalizeThenSampleFactory`, which would return them in
+  one call, has a state whose type changes after the first round, which `build_fed_eval`
+  rejects in TFF 0.87.
   """
 
   def __init__(self, process_task: Task, datasets: ClientDatasets, client_ids: Sequence[str],
                num_clients: int, seed: int) -> None:
-    with tf.Graph().as_default():
-      model = process_task.model_fn()
-      unfinalized = model.report_local_unfinalized_metrics()
-      spec = tf.nest.map_structure(
-          lambda t: tff.types.TensorType(tf.convert_to_tensor(t).dtype.as_numpy_dtype,
-                                         tf.convert_to_tensor(t).shape), unfinalized)
-    finalizers = model.metric_finalizers()
-    metrics_process = tff.learning.metrics.FinalizeThenSampleFactory(num_clients).create(
-        finalizers, tff.types.StructWithPythonType(spec, collections.OrderedDict))
-    self._process = tff.learning.algorithms.build_fed_eval(
-        process_task.model_fn, metrics_aggregation_process=metrics_process)
+    self._process = tff.learning.algorithms.build_fed_eval(process_task.model_fn)
     self._datasets = datasets
     self._client_ids = client_ids
     self._num_clients = num_clients
@@ -332,10 +323,13 @@ class _FederatedEvaluator:
     sampled = [self._client_ids[i]
                for i in rng.choice(len(self._client_ids), self._num_clients, replace=False)]
     state = self._process.set_model_weights(self._process.initialize(), model_weights)
-    output = self._process.next(state, self._datasets.held_out(sampled))
-    per_client = output.metrics['client_work']['eval']['current_round_metrics']
-    accuracy = np.asarray(per_client['sparse_categorical_accuracy'], dtype=np.float64)
-    loss = np.asarray(per_client['loss'], dtype=np.float64)
+    accuracy, loss = [], []
+    for dataset in self._datasets.held_out(sampled):
+      metrics = self._process.next(state, [dataset]).metrics['client_work']['eval']
+      client = metrics['current_round_metrics']
+      accuracy.append(float(client['sparse_categorical_accuracy']))
+      loss.append(float(client['loss']))
+    accuracy, loss = np.asarray(accuracy), np.asarray(loss)
     return {
         'fed_eval_accuracy_mean': float(accuracy.mean()),
         'fed_eval_accuracy_p10': float(np.percentile(accuracy, 10)),
@@ -481,7 +475,8 @@ def run_training(
     raise UserError(
         f'the checkpoint in {out} is at round {start_round}; raise --total_rounds above it to continue'
     )
-  log = metrics_log.MetricsCsv(csv_path, CSV_COLUMNS)
+  columns = CSV_COLUMNS + (list(FEDERATED_EVAL_COLUMNS) if config.federated_eval_clients else [])
+  log = metrics_log.MetricsCsv(csv_path, columns)
   if csv_path.exists() or start_round:
     kept = log.rewind(start_round)
     if kept != start_round:

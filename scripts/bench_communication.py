@@ -26,6 +26,7 @@ accuracy_vs_rounds.png; the runs themselves under runs/benchmarks/communication/
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,10 @@ _BUDGET_SCALE = flags.DEFINE_float('budget_scale', 1.0, 'Multiplies every round 
 _ROUNDS_PER_EVAL = flags.DEFINE_integer(
     'rounds_per_eval', 1, 'Evaluate every this many rounds (rounds to target are exact only at 1).',
     lower_bound=1)
+_RATES_FROM = flags.DEFINE_string(
+    'learning_rates_from', None,
+    'A tuning results.json (written by --tune): run each algorithm with the learning rate '
+    'chosen there instead of the one in ALGORITHMS.')
 _RESULTS_DIR = flags.DEFINE_string(
     'results_dir', str(bench_common.RESULTS_ROOT / 'communication'), 'Where results go.')
 _RUNS_DIR = flags.DEFINE_string(
@@ -243,11 +248,21 @@ def _add_speedups(rows: list[dict[str, Any]]) -> None:
       row['speedup_vs_fedsgd'] = round(fedsgd['rounds_to_target'] / row['rounds_to_target'], 2)
 
 
+def chosen_learning_rates(path: Path) -> dict[str, float]:
+  """{algorithm key: learning rate} chosen in a tuning results.json."""
+  try:
+    record = json.loads(path.read_text())
+    return {row['key']: float(row['learning_rate']) for row in record['results'] if row['chosen']}
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise UserError(f'--learning_rates_from={path}: not a tuning results.json ({e})') from None
+
+
 def _benchmark(algorithms: list[Algorithm], results_dir: Path, runs_dir: Path) -> None:
   load = bench_common.LoadMonitor()
+  rates = chosen_learning_rates(Path(_RATES_FROM.value)) if _RATES_FROM.value else {}
   rows = []
   for algorithm in algorithms:
-    rows.append(_run(algorithm, runs_dir))
+    rows.append(_run(algorithm, runs_dir, rates.get(algorithm.key)))
     load.sample()
   _add_speedups(rows)
   target = rows[0]['target_accuracy']
@@ -261,7 +276,8 @@ def _benchmark(algorithms: list[Algorithm], results_dir: Path, runs_dir: Path) -
   settings = {
       'task_flags': list(SMOKE_TASK_FLAGS if _SMOKE.value else TASK_FLAGS),
       'target_accuracy': target, 'rounds_per_eval': _ROUNDS_PER_EVAL.value,
-      'smoke': _SMOKE.value,
+      'smoke': _SMOKE.value, 'learning_rates_from': _RATES_FROM.value,
+      'learning_rates_chosen': rates,
   }
   paths = bench_common.write_results(
       results_dir, benchmark='communication', settings=settings, rows=rows, table=table,
@@ -311,6 +327,8 @@ def validate_flags() -> None:
   for name in ('results_dir', 'runs_dir'):
     if not flags.FLAGS[name].value.strip():
       raise UserError(f'--{name} must not be empty')
+  if _RATES_FROM.value is not None and not Path(_RATES_FROM.value).is_file():
+    raise UserError(f'--learning_rates_from={_RATES_FROM.value} is not a file')
   if _ONLY.value:
     known = {a.key for a in ALGORITHMS}
     unknown = sorted(set(_ONLY.value) - known)

@@ -54,6 +54,10 @@ BAD_STRINGS = {
     'flower_python': '',
     'npm_package_dir': '',
     'output': '',
+    'learning_rates_from': '/no/such/results.json',
+    'results_dir': '',
+    'runs_dir': '',
+    'package_dir': '/no/such/dir',
 }
 
 _PROJECT_PREFIXES = ('recipes', 'scripts', 'tasks')

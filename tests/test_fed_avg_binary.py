@@ -134,3 +134,24 @@ def test_piped_run_returns_and_leaves_no_worker(tmp_path: Path) -> None:
   assert 'outputs:' in result.stdout
   assert time.monotonic() - started < 180
   assert helpers.leaked_workers() == []
+
+
+def test_federated_evaluation_reports_the_spread_over_clients(tmp_path: Path) -> None:
+  common = ('--task=synthetic', '--num_clients=20', '--clients_per_round=4', '--total_rounds=2',
+            '--rounds_per_eval=2', '--progress=false', f'--root_output_dir={tmp_path}')
+  helpers.run_module('recipes.fed_avg', *common, '--experiment_name=plain', check=True)
+  helpers.run_module('recipes.fed_avg', *common, '--experiment_name=fed',
+                     '--federated_eval_clients=6', check=True)
+  plain = helpers.read_rows(tmp_path / 'plain' / 'metrics.csv')
+  rows = helpers.read_rows(tmp_path / 'fed' / 'metrics.csv')
+  # 16 examples per client; every 5th (positions 4, 9, 14) is held out: 13 train, 4 clients.
+  assert [float(r['train_examples']) for r in plain] == [64, 64]
+  assert [float(r['train_examples']) for r in rows] == [52, 52]
+  evaluated = rows[-1]
+  assert int(evaluated['fed_eval_clients']) == 6
+  values = {k: float(evaluated[f'fed_eval_accuracy_{k}']) for k in ('min', 'p10', 'p50', 'p90', 'mean')}
+  assert 0 <= values['min'] <= values['p10'] <= values['p50'] <= values['p90'] <= 1
+  assert values['min'] <= values['mean'] <= 1
+  assert rows[0]['fed_eval_clients'] == ''  # Only on evaluation rounds.
+  summary = helpers.read_json(tmp_path / 'fed' / 'summary.json')
+  assert summary['final_federated_eval']['fed_eval_accuracy_p50'] == values['p50']
