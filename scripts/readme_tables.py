@@ -1,0 +1,240 @@
+"""Writes the README's result tables from the committed `docs/benchmarks/*/results.json`.
+
+    python -m scripts.readme_tables            # rewrite the generated README sections
+    python -m scripts.readme_tables --check    # exit 1 if the README and the results differ
+
+Every number that the README reports from a benchmark sits between a pair of markers,
+`<!-- generated:NAME -->` and `<!-- /generated:NAME -->`, and is rendered here from the
+results file alone (no rounding done by hand, no number typed in), followed by where it
+comes from: the file, the command, the commit, the machine load. `tests/test_readme.py`
+runs the check, so a README edited by hand, or results re-run without regenerating the
+README, fail the tests.
+
+Pure JSON and string work: imports neither TensorFlow nor TFF.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / 'README.md'
+RESULTS = ROOT / 'docs' / 'benchmarks'
+_MARKER = re.compile(r'(<!-- generated:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /generated:(?P=name) -->)',
+                     re.DOTALL)
+
+Renderer = Callable[[], str]
+
+
+def load(name: str) -> dict[str, Any]:
+  """The results.json of benchmark folder `name` (e.g. 'communication/tuning')."""
+  return json.loads((RESULTS / name / 'results.json').read_text())
+
+
+def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, Callable[[Mapping[str, Any]], str]]]) -> str:
+  """A Markdown table; each column is (header, row -> cell text)."""
+  lines = ['| ' + ' | '.join(h for h, _ in columns) + ' |', '|' + '|'.join('---' for _ in columns) + '|']
+  lines += ['| ' + ' | '.join(cell(r) for _, cell in columns) + ' |' for r in rows]
+  return '\n'.join(lines)
+
+
+def fmt(value: Any, spec: str = '', missing: str = '-') -> str:
+  return missing if value is None else format(value, spec)
+
+
+def provenance(name: str, record: Mapping[str, Any] | None = None) -> str:
+  """One line: which file, command, commit, seed and load the numbers above come from."""
+  record = record if record is not None else load(name)
+  load_info = record.get('load', {})
+  start, peak = load_info.get('load_average_1min_at_start'), load_info.get('load_average_1min_peak')
+  commit = record.get('git_commit')
+  commit_text = (f'commit `{commit[:10]}`{" + uncommitted changes" if record.get("git_dirty") else ""}'
+                 if commit and commit != 'unknown' else 'commit not recorded (run before results recorded it)')
+  parts = [f'`docs/benchmarks/{name}/results.json`', f'`{record.get("command", "?")}`', commit_text]
+  if start is not None:
+    parts.append(f'load average {start:.1f} at start, {peak:.1f} peak on {load_info.get("cores", "?")} cores')
+  if record.get('finished'):
+    parts.append(f'finished {record["finished"]}')
+  return '<sub>From ' + '; '.join(parts) + '.</sub>'
+
+
+# --- One renderer per generated section --------------------------------------------------------
+
+
+def demo() -> str:
+  record = load('demo')
+  stats = record.get('statistics', {})
+
+  def stat(key: str, spec: str) -> str:
+    s = stats.get(key)
+    return '-' if not s else f'{s["median"]:{spec}} [{s["p25"]:{spec}}-{s["p75"]:{spec}}]'
+
+  rows = record['results']
+  body = table(rows, [
+      ('seed', lambda r: str(r['seed'])),
+      ('rounds to 95% validation accuracy', lambda r: fmt(r['rounds_to_target'], '', f'not reached in {r["rounds_run"]}')),
+      ('test accuracy there', lambda r: fmt(r['test_accuracy'], '.4f')),
+      ('training s (sum of rounds)', lambda r: fmt(r['train_seconds'], '.0f')),
+      ('whole process s', lambda r: fmt(r['process_seconds'], '.0f')),
+  ])
+  return (f'{body}\n\nMedian [quartiles] over the {len(rows)} seeds: {stat("rounds_to_target", ".0f")} '
+          f'rounds, test accuracy {stat("test_accuracy", ".4f")}, {stat("train_seconds", ".0f")} s '
+          f'of training, {stat("process_seconds", ".0f")} s for the whole process.\n\n'
+          + provenance('demo', record))
+
+
+def _communication_columns(record: Mapping[str, Any]) -> list:
+  return [
+      ('algorithm', lambda r: r['algorithm']),
+      ('E', lambda r: str(r['E'])),
+      ('B', lambda r: str(r['B'])),
+      ('learning rates', lambda r: r['learning_rates']),
+      ('rounds to target (validation)', lambda r: fmt(r['rounds_to_target'], '', f'not reached in {r["rounds_run"]}')),
+  ]
+
+
+def communication() -> str:
+  record = load('communication')
+  accuracy_key = 'final_test_accuracy'
+  body = table(record['results'], [
+      *_communication_columns(record),
+      ('FedSGD rounds / rounds', lambda r: fmt(r.get('speedup_vs_fedsgd'), '.2f')),
+      ('train + eval s', lambda r: fmt(r['train_seconds'], '.0f')),
+      ('s / round', lambda r: fmt(r['seconds_per_round'], '.2f')),
+      ('test accuracy at stop', lambda r: fmt(r[accuracy_key], '.4f')),
+  ])
+  return body + '\n\n' + provenance('communication', record)
+
+
+def communication_tuning() -> str:
+  record = load('communication/tuning')
+  best = 'best_validation_accuracy' if 'best_validation_accuracy' in record['results'][0] else 'best_test_accuracy'
+  body = table(record['results'], [
+      *_communication_columns(record),
+      (f'best {"validation" if best.startswith("best_validation") else "test"} acc', lambda r: fmt(r[best], '.4f')),
+      ('s / round', lambda r: fmt(r['seconds_per_round'], '.2f')),
+      ('chosen', lambda r: 'yes' if r['chosen'] else ''),
+  ])
+  return body + '\n\n' + provenance('communication/tuning', record)
+
+
+def peer() -> str:
+  record = load('peer')
+  summary = record.get('summary', {})
+  body = table(record['results'], [
+      ('system', lambda r: r['system']),
+      ('run', lambda r: str(r['repeat'])),
+      ('s / round (rounds 2+)', lambda r: fmt(r['seconds_per_round'], '.3f')),
+      ('s / round (all)', lambda r: fmt(r['seconds_per_round_all'], '.3f')),
+      ('round 1 s', lambda r: fmt(r['first_round_seconds'], '.1f')),
+      ('process s', lambda r: fmt(r['process_seconds'], '.0f')),
+      ('final test acc', lambda r: fmt(r['final_test_accuracy'], '.4f')),
+  ])
+  line = (f'Mean over the runs: fedrecipes {summary["fedrecipes_seconds_per_round"]:.3f} s per round, '
+          f'Flower {summary["flower_seconds_per_round"]:.3f} s: Flower / fedrecipes = '
+          f'{summary["speedup_flower_over_fedrecipes"]:.2f}x (target {summary["target_speedup"]:g}x: '
+          f'{"met" if summary["target_met"] else "not met"}); final test accuracy fedrecipes '
+          f'{summary["fedrecipes_final_test_accuracy"]:.4f}, Flower {summary["flower_final_test_accuracy"]:.4f}.')
+  return f'{body}\n\n{line}\n\n' + provenance('peer', record)
+
+
+def robustness() -> str:
+  record = load('robustness')
+  runs = record['results']
+  attacks = list(dict.fromkeys(r['attack'] for r in runs))
+  aggregators = list(dict.fromkeys(r['aggregator'] for r in runs))
+  accuracy = {(r['aggregator'], r['attack']): r['final_test_accuracy'] for r in runs}
+  body = table([{'aggregator': a} for a in aggregators], [
+      ('aggregator', lambda r: r['aggregator']),
+      *[(attack.replace('_', ' ').replace(':', ' x'),
+         (lambda attack: lambda r: fmt(accuracy.get((r['aggregator'], attack)), '.4f'))(attack))
+        for attack in attacks],
+  ])
+  return body + '\n\n' + provenance('robustness', record)
+
+
+def overhead() -> str:
+  record = load('overhead')
+  body = table(record['results'], [
+      ('contender', lambda r: r['contender']),
+      ('what it adds', lambda r: r.get('description', '')),
+      ('examples/s vs Keras fit: median [quartiles]', lambda r: r['ratio_text']),
+      ('best round vs Keras', lambda r: fmt(r.get('best_round_ratio_vs_keras'), '.2f')),
+      ('s/round median', lambda r: fmt(r['seconds_per_round_median'], '.3f')),
+      ('CPU ratio vs Keras', lambda r: fmt(r.get('cpu_ratio_vs_keras_median'), '.2f')),
+  ])
+  return body + '\n\n' + provenance('overhead', record)
+
+
+def scaling() -> str:
+  record = load('scaling')
+  rows = [r for r in record['results'] if r['sweep'] == 'clients']
+  body = table(rows, [
+      ('clients/round', lambda r: str(r['clients_per_round'])),
+      ('model', lambda r: r['model']),
+      ('s/round (median)', lambda r: fmt(r['seconds_per_round'], '.2f')),
+      ('CPU s/round', lambda r: fmt(r['cpu_seconds_per_round'], '.2f')),
+      ('peak MiB, Python + worker', lambda r: fmt(r['peak_mib'], ',.0f')),
+  ])
+  return body + '\n\n' + provenance('scaling', record)
+
+
+def remote() -> str:
+  record = load('remote')
+  body = table(record['results'], [
+      ('worker', lambda r: r['worker']),
+      ('s/round: median [quartiles]', lambda r: r['seconds_text']),
+      ('best round s', lambda r: fmt(r['best_seconds'], '.3f')),
+      ('remote/local per round', lambda r: r['ratio_text']),
+      ('payload MB/round', lambda r: fmt(r['payload_mb_per_round'], '.1f')),
+  ])
+  return body + '\n\n' + provenance('remote', record)
+
+
+RENDERERS: dict[str, Renderer] = {
+    'demo': demo,
+    'communication': communication,
+    'communication-tuning': communication_tuning,
+    'peer': peer,
+    'robustness': robustness,
+    'overhead': overhead,
+    'scaling': scaling,
+    'remote': remote,
+}
+
+
+def render(readme: str, renderers: Mapping[str, Renderer] = RENDERERS) -> str:
+  """`readme` with every generated section rewritten; unknown section names are errors."""
+  def replace(match: re.Match[str]) -> str:
+    name = match.group('name')
+    if name not in renderers:
+      raise KeyError(f'README section generated:{name} has no renderer in scripts/readme_tables.py')
+    return f'{match.group(1)}{renderers[name]()}\n{match.group(4)}'
+  return _MARKER.sub(replace, readme)
+
+
+def sections(readme: str) -> list[str]:
+  """Names of the generated sections in `readme`, in order."""
+  return [m.group('name') for m in _MARKER.finditer(readme)]
+
+
+def main(argv: Sequence[str]) -> int:
+  text = README.read_text()
+  fresh = render(text)
+  if '--check' in argv:
+    if fresh != text:
+      print('README.md differs from docs/benchmarks/*/results.json; run '
+            '`python -m scripts.readme_tables`', file=sys.stderr)
+      return 1
+    return 0
+  README.write_text(fresh)
+  print(f'README.md: {len(sections(fresh))} generated sections written')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main(sys.argv[1:]))
