@@ -1,16 +1,23 @@
 """The federated training loop shared by every recipe.
 
-One round: sample clients (seeded per round, so a resumed run samples the same clients),
-build their preprocessed datasets (`ClientDatasets`: cached per client), run
-`process.next`, log metrics; every `rounds_per_eval` rounds evaluate the server model on
-the held-out test set; every `rounds_per_checkpoint` rounds save the state with
-`tff.program.FileProgramStateManager`.
+One round: sample clients (a pure function of seed and round: `uniform` fixed-size cohorts,
+or `poisson` for DP), build their datasets for this round (`ClientDatasets`: each client's
+shuffle seeded by (seed, round, client)), run `process.next`, evaluate on the validation set
+every `rounds_per_eval` rounds (plus federated evaluation if asked), write the metrics row;
+only then is the round done. Every `rounds_per_checkpoint` rounds the state is saved with
+`tff.program.FileProgramStateManager` under the round's number. The test set is evaluated
+after the last round (and every `rounds_per_test` rounds if asked), never to decide anything.
+
+Exact resume: an interrupt saves the last *done* round (never a state whose row is not
+written), `--resume` restarts from the newest checkpoint and rewinds the CSV and TensorBoard
+to it, and since every random choice derives from the seed, the resumed run ends with the
+weights and metrics of an uninterrupted one (tests/test_reproducibility.py).
 
 Simulation overhead (scripts/bench_overhead.py measures each step against Keras `fit`):
 
 * The recipes' default client loop is `DATASET_ITERATOR` (`--loop_implementation`).
-* `ClientDatasets` builds a client's tf.data pipeline once and hands the same dataset
-  object back when the client is sampled again.
+* `ClientDatasets` keeps each client's raw dataset (bounded cache) and adds the cheap
+  shuffle / repeat / batch stages every round, with that round's seed.
 * `for_learning_process(task)` is the task that recipes build their process from:
   - its input spec is computed once, eagerly. `Task.input_spec` builds a client
     dataset, and TFF asks for it while tracing the model into a graph, where the

@@ -28,20 +28,35 @@ from recipes import outputs
 from recipes.errors import UserError
 from scripts import bench_common
 
-_NUM_CLIENTS = flags.DEFINE_integer('num_clients', 100, 'Clients (Flower SuperNodes).')
+_NUM_CLIENTS = flags.DEFINE_integer('num_clients', 100, 'Clients (Flower SuperNodes).', lower_bound=1)
 _PARTITION = flags.DEFINE_enum('partition', 'iid', ['iid', 'shards'], 'Split, as fedrecipes --partition.')
-_SEED = flags.DEFINE_integer('seed', 0, 'Seed of the split (the same seed gives fedrecipes\' clients).')
-_CLIENTS_PER_ROUND = flags.DEFINE_integer('clients_per_round', 10, 'Clients sampled per round.')
-_LEARNING_RATE = flags.DEFINE_float('client_learning_rate', 0.05, 'Client SGD learning rate.')
-_BATCH_SIZE = flags.DEFINE_integer('client_batch_size', 10, 'Local batch size.')
-_EPOCHS = flags.DEFINE_integer('client_epochs_per_round', 1, 'Local epochs per round.')
-_ROUNDS = flags.DEFINE_integer('total_rounds', 50, 'Rounds.')
-_ROUNDS_PER_EVAL = flags.DEFINE_integer('rounds_per_eval', 10, 'Evaluate on the test set every this many rounds (and at the end).')
-_CPUS_PER_CLIENT = flags.DEFINE_float('num_cpus_per_client', 1.0, 'Ray CPUs per client (concurrent clients = cores / this).')
+_SEED = flags.DEFINE_integer('seed', 0, 'Seed of the split (the same seed gives fedrecipes\' clients).',
+                             lower_bound=0, upper_bound=2**31 - 1)
+_CLIENTS_PER_ROUND = flags.DEFINE_integer('clients_per_round', 10, 'Clients sampled per round.',
+                                          lower_bound=1)
+_LEARNING_RATE = flags.DEFINE_float('client_learning_rate', 0.05, 'Client SGD learning rate (> 0).',
+                                     lower_bound=0.0)
+_BATCH_SIZE = flags.DEFINE_integer('client_batch_size', 10, 'Local batch size.', lower_bound=1)
+_EPOCHS = flags.DEFINE_integer('client_epochs_per_round', 1, 'Local epochs per round.', lower_bound=1)
+_ROUNDS = flags.DEFINE_integer('total_rounds', 50, 'Rounds.', lower_bound=1)
+_ROUNDS_PER_EVAL = flags.DEFINE_integer(
+    'rounds_per_eval', 10, 'Evaluate on the test set every this many rounds (and at the end).',
+    lower_bound=1)
+_CPUS_PER_CLIENT = flags.DEFINE_float(
+    'num_cpus_per_client', 1.0, 'Ray CPUs per client (concurrent clients = cores / this; > 0).',
+    lower_bound=0.0)
 _REBUILD_MODEL = flags.DEFINE_bool(
     'rebuild_model', False, 'Build and compile a new Keras model in every client call, as '
     'Flower\'s TensorFlow example does (default: one model per Ray worker, reused).')
 _OUTPUT = flags.DEFINE_string('output', None, 'JSON file to write.', required=True)
+
+
+def validate_flags() -> None:
+  """Single-flag checks beyond the bounds, right after parsing."""
+  if _LEARNING_RATE.value <= 0 or _CPUS_PER_CLIENT.value <= 0:
+    raise UserError('--client_learning_rate and --num_cpus_per_client must be positive')
+  if not _OUTPUT.value.strip():
+    raise UserError('--output must not be empty')
 
 
 def main(argv: list[str]) -> None:
@@ -110,4 +125,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
-  cli.run(main)
+  cli.run(main, validate=validate_flags)

@@ -421,8 +421,9 @@ def run_benchmark(settings: Settings) -> list[dict[str, Any]]:
         model_aggregator=build_aggregator(name, settings))
     build_seconds = time.perf_counter() - build_start
     if initial_weights is None:
-      # Every run starts from this model (TFF draws a new one at each `initialize()`).
-      initial_weights = process.get_model_weights(process.initialize())
+      # Every run starts from this model, drawn from the seed (after a process is built:
+      # building one invalidates Keras models made before it, Keras 2).
+      initial_weights = training_loop.initial_model_weights(task, settings.seed)
     # After the process: building it invalidates Keras models made before (Keras 2).
     evaluate = training_loop.Evaluator(task, task.test_data, 'test')
     for attack in settings.attacks:

@@ -87,13 +87,19 @@ def demo() -> str:
           + provenance('demo', record))
 
 
+def _on_validation(record: Mapping[str, Any]) -> bool:
+  """Whether a communication run stopped on validation (results before the split: test)."""
+  return 'curve_validation_accuracy' in record['results'][0] or 'best_validation_accuracy' in record['results'][0]
+
+
 def _communication_columns(record: Mapping[str, Any]) -> list:
+  split = 'validation' if _on_validation(record) else 'test: before the validation split'
   return [
       ('algorithm', lambda r: r['algorithm']),
       ('E', lambda r: str(r['E'])),
       ('B', lambda r: str(r['B'])),
       ('learning rates', lambda r: r['learning_rates']),
-      ('rounds to target (validation)', lambda r: fmt(r['rounds_to_target'], '', f'not reached in {r["rounds_run"]}')),
+      (f'rounds to target ({split})', lambda r: fmt(r['rounds_to_target'], '', f'not reached in {r["rounds_run"]}')),
   ]
 
 
@@ -105,7 +111,8 @@ def communication() -> str:
       ('FedSGD rounds / rounds', lambda r: fmt(r.get('speedup_vs_fedsgd'), '.2f')),
       ('train + eval s', lambda r: fmt(r['train_seconds'], '.0f')),
       ('s / round', lambda r: fmt(r['seconds_per_round'], '.2f')),
-      ('test accuracy at stop', lambda r: fmt(r[accuracy_key], '.4f')),
+      ('test accuracy at stop' if _on_validation(record) else 'final test acc',
+       lambda r: fmt(r[accuracy_key], '.4f')),
   ])
   return body + '\n\n' + provenance('communication', record)
 
@@ -195,7 +202,23 @@ def remote() -> str:
   return body + '\n\n' + provenance('remote', record)
 
 
+def federated_eval() -> str:
+  record = load('federated_eval')
+  stats = ('mean', 'p10', 'p50', 'p90', 'min')
+  body = table(record['results'], [
+      ('partition', lambda r: r['partition']),
+      ('rounds', lambda r: str(r['rounds'])),
+      ('centralized validation acc', lambda r: fmt(r['validation_accuracy'], '.4f')),
+      *[(f'per-client {s}', (lambda s: lambda r: fmt(r[f'fed_eval_accuracy_{s}'], '.4f'))(s))
+        for s in stats],
+      ('clients evaluated', lambda r: str(r['fed_eval_clients'])),
+      ('test acc (end)', lambda r: fmt(r['test_accuracy'], '.4f')),
+  ])
+  return body + '\n\n' + provenance('federated_eval', record)
+
+
 RENDERERS: dict[str, Renderer] = {
+    'federated-eval': federated_eval,
     'demo': demo,
     'communication': communication,
     'communication-tuning': communication_tuning,

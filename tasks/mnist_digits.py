@@ -66,11 +66,13 @@ def validation_indices(labels: np.ndarray, size: int = NUM_VALIDATION) -> np.nda
   """Indices of a fixed, class-stratified validation subset of the training digits."""
   rng = np.random.default_rng(_VALIDATION_SEED)
   order = rng.permutation(len(labels))
-  # Stratified: take each class's share of `size`, in the shuffled order.
-  chosen = []
-  for label in range(NUM_CLASSES):
-    of_label = order[labels[order] == label]
-    chosen.append(of_label[:round(size * len(of_label) / len(labels))])
+  # Stratified: each class gets its share of `size` (largest remainders round the shares so
+  # that they add up to `size` exactly), taken in the shuffled order.
+  counts = np.bincount(labels, minlength=NUM_CLASSES)
+  shares = size * counts / len(labels)
+  take = np.floor(shares).astype(int)
+  take[np.argsort(take - shares)[:size - take.sum()]] += 1
+  chosen = [order[labels[order] == label][:take[label]] for label in range(NUM_CLASSES)]
   return np.sort(np.concatenate(chosen))
 
 

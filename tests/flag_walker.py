@@ -54,10 +54,17 @@ BAD_STRINGS = {
     'flower_python': '',
     'npm_package_dir': '',
     'output': '',
+    'seeds': '-1',
     'learning_rates_from': '/no/such/results.json',
     'results_dir': '',
     'runs_dir': '',
     'package_dir': '/no/such/dir',
+}
+
+# A valid value for each required flag, given while another flag is under test (otherwise the
+# missing required flag, not the bad value, would be what is refused).
+GOOD_REQUIRED = {
+    'output': '/tmp/flag_walker_output.json',
 }
 
 _PROJECT_PREFIXES = ('recipes', 'scripts', 'tasks')
@@ -111,7 +118,11 @@ def walk(binary: str) -> dict[str, Any]:
   validate = getattr(module, 'validate_flags', None)
   argv0 = binary.rsplit('.', 1)[-1]
   not_refused, unknown, checked = [], [], 0
-  for flag in _project_flags(binary):
+  own = _project_flags(binary)
+  # absl keeps no 'required' attribute (a validator enforces it): give every flag of
+  # GOOD_REQUIRED that this binary has a valid value.
+  good = {f.name: GOOD_REQUIRED[f.name] for f in own if f.name in GOOD_REQUIRED}
+  for flag in own:
     values = bad_values(flag)
     if values is None:
       unknown.append(flag.name)
@@ -120,7 +131,8 @@ def walk(binary: str) -> dict[str, Any]:
       checked += 1
       flags.FLAGS.unparse_flags()
       try:
-        flags.FLAGS([argv0, f'--{flag.name}={value}'])
+        others = [f'--{name}={v}' for name, v in good.items() if name != flag.name]
+        flags.FLAGS([argv0, *others, f'--{flag.name}={value}'])
         cli.check_flag_values(validate)
       except (flags.Error, UserError):
         continue

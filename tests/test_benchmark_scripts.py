@@ -138,3 +138,20 @@ def test_bench_peer_smoke(tmp_path: Path) -> None:
   assert 'Flower s/round / fedrecipes s/round' in result.stdout
   assert helpers.leaked_workers() == []
   assert _ray_processes() == []
+
+
+def test_bench_demo_and_federated_eval_smoke(tmp_path: Path) -> None:
+  helpers.run_module('scripts.bench_demo', '--smoke', '--seeds=3',
+                     f'--results_dir={tmp_path / "demo"}', timeout=300, check=True)
+  demo = json.loads((tmp_path / 'demo' / 'results.json').read_text())
+  assert [r['seed'] for r in demo['results']] == [3]
+  assert demo['statistics']['process_seconds']['median'] > 0
+  assert len(demo['git_commit']) == 40 or demo['git_commit'] == 'unknown'
+  helpers.run_module('scripts.bench_federated_eval', '--smoke',
+                     f'--results_dir={tmp_path / "fed"}', timeout=300, check=True)
+  rows = json.loads((tmp_path / 'fed' / 'results.json').read_text())['results']
+  assert [r['partition'] for r in rows] == ['shards', 'iid']
+  for row in rows:
+    assert row['fed_eval_accuracy_min'] <= row['fed_eval_accuracy_p50'] <= 1
+    assert row['fed_eval_clients'] == 5
+  assert helpers.leaked_workers() == []

@@ -23,6 +23,7 @@ BINARIES = (
     'scripts.bench_communication', 'scripts.bench_overhead', 'scripts.bench_peer',
     'scripts.bench_remote', 'scripts.bench_robustness', 'scripts.bench_scaling',
     'scripts.bench_vertical', 'scripts.convert_mnist', 'scripts.start_worker',
+    'scripts.bench_demo', 'scripts.bench_federated_eval', 'scripts.bench_flower',
 )
 
 

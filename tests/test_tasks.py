@@ -39,8 +39,9 @@ def test_mnist_digits_defaults(mnist_task):
   assert train.client_ids == [f'{i:04d}' for i in range(100)]
   assert train.element_type_structure == XY_SPEC
   assert mnist_task.test_data.element_spec == XY_SPEC
-  assert sum(_client_sizes(train)) == 8_000
+  assert sum(_client_sizes(train)) == 7_000
   assert int(mnist_task.test_data.cardinality()) == 2_000
+  assert int(mnist_task.validation_data.cardinality()) == 1_000
   assert 'shards' in mnist_task.description and 'cnn' in mnist_task.description
 
 
@@ -66,9 +67,28 @@ def test_mnist_digits_pixels_match_the_npz(mnist_task):
 def test_mnist_digits_other_partitions(partition, alpha):
   task = create_task('mnist_digits', num_clients=10, partition=partition, alpha=alpha, seed=1)
   sizes = _client_sizes(task.train_data)
-  assert len(sizes) == 10 and sum(sizes) == 8_000 and min(sizes) >= 1
+  assert len(sizes) == 10 and sum(sizes) == 7_000 and min(sizes) >= 1
   if partition == 'iid':
-    assert set(sizes) == {800}
+    assert set(sizes) == {700}
+
+
+def test_mnist_digits_validation_is_fixed_stratified_and_apart_from_training():
+  labels = mnist_digits.load_arrays()['train_labels']
+  held = mnist_digits.validation_indices(labels)
+  assert len(held) == 1_000 and len(set(held.tolist())) == 1_000
+  np.testing.assert_array_equal(held, mnist_digits.validation_indices(labels))  # Seed-free.
+  # Each class's share of the validation set is its share of the training digits (+-1).
+  expected = 1_000 * np.bincount(labels) / len(labels)
+  assert np.all(np.abs(np.bincount(labels[held]) - expected) < 1)
+  # Validation digits are not among any client's: the clients hold the other 7,000.
+  train, validation, _ = mnist_digits.load_data(num_clients=10, partition='iid')
+  client_images = np.concatenate([np.stack([x.numpy() for x, _ in train.create_tf_dataset_for_client(c)])
+                                  for c in train.client_ids])
+  validation_images = np.stack([x.numpy() for x, _ in validation])
+  client_keys = {img.tobytes() for img in client_images}
+  overlap = sum(img.tobytes() in client_keys for img in validation_images)
+  # MNIST has a few exact duplicate images; the split itself is by index.
+  assert overlap <= 5, overlap
 
 
 def test_mnist_digits_missing_or_corrupt_file(tmp_path):
