@@ -54,6 +54,8 @@ BAD_STRINGS = {
     'flower_python': '',
     'npm_package_dir': '',
     'output': '',
+    'results_dir': '',
+    'populations': '0',
 }
 
 _PROJECT_PREFIXES = ('recipes', 'scripts', 'tasks')
