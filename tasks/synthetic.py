@@ -31,7 +31,8 @@ splits of one dataset; the client sizes do not vary.
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import Any, Callable
 
 import numpy as np
 import tensorflow as tf
@@ -103,6 +104,16 @@ def examples(key: Any, num_examples: int, partition: str = 'iid',
   return images[..., tf.newaxis], labels
 
 
+@functools.lru_cache(maxsize=32)
+def _compiled_examples(num_examples: int, partition: str, alpha: float) -> Callable[[tf.Tensor], Any]:
+  """`examples` as one compiled graph of the key, shared by tasks with the same settings.
+
+  Eager calls then run one graph instead of a dozen separate ops, traced once.
+  """
+  return tf.function(lambda key: examples(key, num_examples, partition, alpha),
+                     input_signature=[tf.TensorSpec([2], tf.int64)], autograph=False)
+
+
 def load_data(
     *,
     num_clients: int = 4,
@@ -143,10 +154,7 @@ def load_data(
   if partition == 'dirichlet' and not alpha > 0:
     raise UserError(f'dirichlet partition needs alpha > 0, got {alpha}')
 
-  # Eager calls run one compiled graph instead of a dozen separate ops.
-  generate = tf.function(
-      lambda key: examples(key, examples_per_client, partition, alpha),
-      input_signature=[tf.TensorSpec([2], tf.int64)], autograph=False)
+  generate = _compiled_examples(examples_per_client, partition, float(alpha))
 
   def dataset_fn(number: Any) -> tf.data.Dataset:
     if tf.is_tensor(number):  # Traced: the generating ops go into the graph.
