@@ -161,7 +161,11 @@ def measure_run(flags_: Sequence[str], *, timeout: float, what: str) -> dict[str
 
 
 def measure_task_creation(num_clients: int, seed: int) -> dict[str, Any]:
-  """Seconds and traced Python allocations (peak) of creating the synthetic task here."""
+  """Seconds and traced Python allocations (peak) of creating the synthetic task here.
+
+  Measured after one warm-up creation with the same settings, which traces the task's
+  example generator once (a cost that does not depend on `num_clients`).
+  """
   import tasks  # pylint: disable=g-import-not-at-top  # TF only when measuring.
 
   tasks.create_task('synthetic', num_clients=10, seed=seed)  # Warm up TF's first calls.
