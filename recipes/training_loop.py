@@ -150,7 +150,7 @@ class ClientDatasets:
   evaluation.
   """
 
-  def __init__(self, task: Task, *, seed: int = 0, holdout: int = 0, max_cached: int = 4096) -> None:
+  def __init__(self, task: Task, *, seed: int = 0, holdout: int = 0, max_cached: int = 1024) -> None:
     self._task = task
     self._seed = seed
     self._holdout = holdout

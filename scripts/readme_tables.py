@@ -217,7 +217,28 @@ def federated_eval() -> str:
   return body + '\n\n' + provenance('federated_eval', record)
 
 
+def population() -> str:
+  record = load('population')
+
+  def q(r: Mapping[str, Any], key: str, spec: str) -> str:
+    return f'{r[key]:{spec}} [{r[key + "_p25"]:{spec}}-{r[key + "_p75"]:{spec}}]'
+
+  body = table(record['results'], [
+      ('clients', lambda r: f'{r["population"]:,}'),
+      ('Python peak MiB', lambda r: q(r, 'python_peak_mib', '.0f')),
+      ('worker peak MiB', lambda r: q(r, 'worker_peak_mib', '.0f')),
+      ('peak MiB (sum)', lambda r: q(r, 'peak_mib', '.0f')),
+      ('vs smallest', lambda r: f'{r["peak_ratio_vs_smallest"]:.2f}x'),
+      ('start-up s', lambda r: q(r, 'startup_seconds', '.1f')),
+      ('s/round', lambda r: q(r, 'median_round_seconds', '.2f')),
+      ('create task KiB', lambda r: fmt(r.get('create_task_peak_kib'), '.0f')),
+  ])
+  return (body + '\n\n(median [quartiles] over the runs of each population.)\n\n'
+          + provenance('population', record))
+
+
 RENDERERS: dict[str, Renderer] = {
+    'population': population,
     'federated-eval': federated_eval,
     'demo': demo,
     'communication': communication,

@@ -91,9 +91,16 @@ class Task:
   @property
   def input_spec(self):
     """Element spec of one preprocessed (batched) client dataset."""
-    return self.preprocess_train(
-        self.train_data.create_tf_dataset_for_client(self.train_data.client_ids[0])
-    ).element_spec
+    # TFF asks for this while it traces a model into a graph, where a real client
+    # dataset may bring its examples along as constants (tasks/in_memory.py): a
+    # one-element dataset of zeros of the same type has the same spec after preprocessing.
+    element_spec = self.train_data.element_type_structure
+    if all(s.shape.is_fully_defined() for s in tf.nest.flatten(element_spec)):
+      dataset = tf.data.Dataset.from_tensors(
+          tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), element_spec))
+    else:
+      dataset = self.train_data.create_tf_dataset_for_client(self.train_data.client_ids[0])
+    return self.preprocess_train(dataset).element_spec
 
   def model_fn(self) -> tff.learning.models.VariableModel:
     """A fresh TFF model for `tff.learning` builders (sparse categorical loss, accuracy)."""

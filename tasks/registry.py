@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 
-import numpy as np
 import tensorflow as tf
 
 from recipes.errors import UserError
@@ -107,8 +106,8 @@ def create_task(
     train_data, test_data = synthetic.load_data(
         num_clients=num_clients, partition=partition, alpha=alpha, seed=seed)
     # Generated apart from both, from its own stream of the seed.
-    validation_x, validation_y = synthetic.make_examples(256, np.random.default_rng([seed, 2]))
-    validation_data = tf.data.Dataset.from_tensor_slices((validation_x, validation_y))
+    validation_data = tf.data.Dataset.from_tensor_slices(synthetic.examples(
+        tf.constant([seed, synthetic.VALIDATION_STREAM], tf.int64), 256))
     num_classes = synthetic.NUM_CLASSES
     description = f'synthetic bright-quadrant images (4 classes), {split}'
   else:

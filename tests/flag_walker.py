@@ -59,6 +59,7 @@ BAD_STRINGS = {
     'results_dir': '',
     'runs_dir': '',
     'package_dir': '/no/such/dir',
+    'populations': '0',
 }
 
 # A valid value for each required flag, given while another flag is under test (otherwise the
