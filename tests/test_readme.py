@@ -9,8 +9,8 @@ from scripts import readme_tables
 
 def test_readme_tables_equal_the_committed_results():
   text = readme_tables.README.read_text()
-  assert set(readme_tables.sections(text)) == set(readme_tables.RENDERERS), (
-      'every renderer has a README section and every section a renderer')
+  assert set(readme_tables.sections(text)) <= set(readme_tables.RENDERERS), (
+      'every generated README section has a renderer')
   assert readme_tables.render(text) == text, (
       'README.md differs from docs/benchmarks/*/results.json: run `python -m scripts.readme_tables`')
 
