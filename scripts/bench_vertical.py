@@ -130,6 +130,22 @@ def _id_lists(n: int, seed: int) -> tuple[list[str], list[str]]:
   return first, [second[i] for i in rng.permutation(len(second))]
 
 
+def cpu_seconds(pids: Sequence[int]) -> float:
+  """User + system CPU seconds used so far by this process and the processes `pids` (Linux).
+
+  On a shared machine wall time counts the time other jobs held the cores; CPU time
+  counts only this work, so it tells what the PSI would take on idle cores (roughly: it
+  also grows a little under contention, through caches and frequency).
+  """
+  total = time.process_time()
+  ticks = os.sysconf('SC_CLK_TCK')
+  for pid in pids:
+    with open(f'/proc/{pid}/stat') as f:
+      fields = f.read().rsplit(')', 1)[1].split()
+    total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+  return total
+
+
 def bench_psi(plan: Plan, workers: int, load: bench_common.LoadMonitor) -> list[dict[str, Any]]:
   """PSI seconds per set size, on a process pool that is running before the clock starts."""
   rows = []
@@ -140,19 +156,24 @@ def bench_psi(plan: Plan, workers: int, load: bench_common.LoadMonitor) -> list[
     list(pool.map(psi.hash_to_points, warm_up))
     for n in plan.psi_sizes:
       first, second = _id_lists(n, seed=_SEED.value + n)
-      seconds, loads, result = [], [], None
+      seconds, cpu, loads, result = [], [], [], None
+      pids = list(pool._processes)  # pylint: disable=protected-access
       for _ in range(plan.repeats):
+        cpu_start = cpu_seconds(pids)
         result = psi.private_set_intersection({'party0': first, 'party1': second}, executor=pool)
+        cpu.append(cpu_seconds(pids) - cpu_start)
         seconds.append(result.seconds)
         load.sample()
         loads.append(round(os.getloadavg()[0], 2))
       assert result is not None and result.intersection_size == n // 2
-      timing = spread(seconds)
+      timing, cpu_timing = spread(seconds), spread(cpu)
       print(f'PSI {n:>7,} vs {n:>7,} IDs: median {timing["median"]:.2f} s '
             f'[{timing["q1"]:.2f}-{timing["q3"]:.2f}] of {[round(s, 2) for s in seconds]}, '
-            f'load {loads}', flush=True)
+            f'CPU median {cpu_timing["median"]:.2f} s, load {loads}', flush=True)
       rows.append({'ids_per_party': n, 'intersection': result.intersection_size, 'workers': workers,
-                   'seconds': timing, 'load_average_1min_after_each_run': loads,
+                   'seconds': timing, 'cpu_seconds': cpu_timing,
+                   'cpu_seconds_per_worker_median': cpu_timing['median'] / workers,
+                   'load_average_1min_after_each_run': loads,
                    'x25519_per_second_at_median': 4 * n / timing['median'],
                    'megabytes_sent': result.transcript.num_bytes / 1e6})
   return rows
@@ -249,6 +270,8 @@ def summary_rows(psi_rows: list[dict[str, Any]], overhead: dict[str, Any], accur
           row(f'PSI seconds, {n:,} vs {n:,} IDs, quartiles',
               f'{seconds["q1"]:.2f}-{seconds["q3"]:.2f}'),
           row(f'PSI seconds, {n:,} vs {n:,} IDs, min-max', f'{seconds["min"]:.2f}-{seconds["max"]:.2f}'),
+          row(f'PSI CPU seconds (all processes), {n:,} vs {n:,} IDs, median',
+              round(largest['cpu_seconds']['median'], 2)),
           row('training time, secure aggregation / plain (medians)',
               round(overhead['overhead_ratio'], 2)),
           row('training time ratio per pair, quartiles',
@@ -284,6 +307,10 @@ def headline(psi_rows: list[dict[str, Any]], overhead: dict[str, Any],
       'psi_seconds_min': round(seconds['min'], 2),
       'psi_seconds_max': round(seconds['max'], 2),
       'psi_repeats': len(seconds['all']),
+      'psi_workers': largest['workers'],
+      'psi_cpu_seconds_median': round(largest['cpu_seconds']['median'], 2),
+      'psi_cpu_seconds_q1': round(largest['cpu_seconds']['q1'], 2),
+      'psi_cpu_seconds_q3': round(largest['cpu_seconds']['q3'], 2),
       'psi_load_average_1min': largest['load_average_1min_after_each_run'],
       'training_overhead_ratio_median': round(overhead['overhead_ratio'], 2),
       'training_overhead_ratio_per_pair_q1': round(overhead['overhead_ratio_per_pair']['q1'], 2),
