@@ -342,6 +342,8 @@ def _plot(out: Path, psi_rows: list[dict[str, Any]], overhead: dict[str, Any],
 
 def main(argv: Sequence[str]) -> None:
   del argv
+  # The code that runs is the code on disk now: record its commit before anything else.
+  git_commit = provenance.git_commit()
   plan = _plan()
   load = bench_common.LoadMonitor()
   psi_rows = bench_psi(plan, _PSI_WORKERS.value, load)
@@ -357,7 +359,7 @@ def main(argv: Sequence[str]) -> None:
       settings={'smoke': _SMOKE.value, 'seed': _SEED.value, 'psi_workers': _PSI_WORKERS.value,
                 **dataclasses.asdict(plan)},
       rows=rows, table=table, load=load,
-      extra={'seed': _SEED.value, 'git_commit': provenance.git_commit(),
+      extra={'seed': _SEED.value, 'git_commit': git_commit,
              'headline': headline(psi_rows, overhead, accuracy),
              'psi': psi_rows, 'secure_aggregation': overhead, 'accuracy': accuracy})
   _plot(out, psi_rows, overhead, accuracy)

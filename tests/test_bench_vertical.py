@@ -18,7 +18,19 @@ def test_bench_vertical_smoke(tmp_path: Path) -> None:
   results = json.loads((tmp_path / 'results.json').read_text())
   assert results['settings']['smoke'] is True
   assert results['machine']['cpu_count'] >= 1
+  assert results['seed'] == 0 and results['settings']['seed'] == 0
+  assert results['git_commit'] == 'unknown' or len(results['git_commit'].split('-')[0]) == 40
+  assert 'scripts.bench_vertical' in results['command']
+  assert results['load']['load_average_1min_samples']
   assert [row['intersection'] for row in results['psi']] == [500, 3_000]
+  for row in results['psi']:
+    seconds = row['seconds']
+    assert seconds['min'] <= seconds['q1'] <= seconds['median'] <= seconds['q3'] <= seconds['max']
+    assert row['cpu_seconds']['median'] > 0
+  headline = results['headline']
+  assert headline['psi_seconds_median'] == round(results['psi'][-1]['seconds']['median'], 2)
+  assert headline['digits_accuracy_vertical'] == round(
+      results['accuracy']['mean_accuracy']['digits']['vertical'], 3)
   assert results['secure_aggregation']['overhead_ratio'] > 0
   assert set(results['accuracy']['mean_accuracy']) == {'digits', 'breast_cancer'}
   summary = read_csv(tmp_path / 'results.csv')
@@ -27,3 +39,10 @@ def test_bench_vertical_smoke(tmp_path: Path) -> None:
   assert (tmp_path / 'table.md').read_text().startswith('| measurement |')
   for name in ('psi_time.png', 'training.png'):
     assert (tmp_path / name).stat().st_size > 0
+
+
+def test_spread_reports_median_and_quartiles() -> None:
+  from scripts import bench_vertical  # pylint: disable=g-import-not-at-top
+  stats = bench_vertical.spread([5.0, 1.0, 4.0, 2.0, 3.0])
+  assert (stats['median'], stats['q1'], stats['q3'], stats['min'], stats['max']) == (3, 2, 4, 1, 5)
+  assert stats['all'] == [5.0, 1.0, 4.0, 2.0, 3.0]
