@@ -1,6 +1,6 @@
 """Benchmark of the vertical FL recipe: PSI speed, secure-aggregation cost, accuracy.
 
-  python -m scripts.bench_vertical           # the benchmark, ~3 minutes on 2 idle cores
+  python -m scripts.bench_vertical           # the benchmark: 18-28 minutes on the shared 2 cores
   python -m scripts.bench_vertical --smoke   # tiny sizes, 1 epoch: a wiring check (tests)
 
 Measures, in one process:
