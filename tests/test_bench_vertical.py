@@ -46,3 +46,25 @@ def test_spread_reports_median_and_quartiles() -> None:
   stats = bench_vertical.spread([5.0, 1.0, 4.0, 2.0, 3.0])
   assert (stats['median'], stats['q1'], stats['q3'], stats['min'], stats['max']) == (3, 2, 4, 1, 5)
   assert stats['all'] == [5.0, 1.0, 4.0, 2.0, 3.0]
+
+
+def test_readme_quotes_the_committed_vertical_results() -> None:
+  root = Path(__file__).resolve().parents[1]
+  headline = json.loads((root / 'docs/benchmarks/vertical/results.json').read_text())['headline']
+  readme = (root / 'README.md').read_text()
+  section = readme[readme.index('## Vertical federated learning'):readme.index('## Install details')]
+  table = section[section.index('### Measurements'):]
+  quoted = [
+      f"{headline['psi_seconds_median']} [{headline['psi_seconds_q1']}-{headline['psi_seconds_q3']}]",
+      f"{headline['psi_cpu_seconds_median']} [{headline['psi_cpu_seconds_q1']}-"
+      f"{headline['psi_cpu_seconds_q3']}]",
+      f"{headline['training_overhead_ratio_median']} [{headline['training_overhead_ratio_per_pair_q1']}-"
+      f"{headline['training_overhead_ratio_per_pair_q3']}]",
+      f"{headline['fusion_microseconds_secure_median']} / {headline['fusion_microseconds_plain_median']}",
+      ' / '.join(str(headline[f'digits_accuracy_{m}'])
+                 for m in ('vertical', 'centralized', 'label_party_only')),
+      ' / '.join(str(headline[f'breast_cancer_accuracy_{m}'])
+                 for m in ('vertical', 'centralized', 'label_party_only')),
+  ]
+  for text in quoted:
+    assert text in table, text
