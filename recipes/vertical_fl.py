@@ -5,6 +5,12 @@ private set intersection, train a split model whose coordinator sees only the (m
 sum of the parties' embeddings, and compare it with a centralized and a
 label-party-only model on the same held-out rows.
 
+Roles (README, "Threat model"): party 0 holds the labels and is the coordinator (top
+model, loss); it adds its own embedding in the clear and receives the others' embeddings
+as a pairwise-masked sum, so `--secure_aggregation` needs at least two other parties.
+`--seed` decides every random choice of the run (IDs and data split, batch order, model
+initialization); the cryptography draws from os.urandom and does not change the metrics.
+
   python -m recipes.vertical_fl --task=digits --num_parties=4
   python -m recipes.vertical_fl --task=breast_cancer --secure_aggregation=false
 
@@ -37,31 +43,39 @@ from recipes.vertical import data  # noqa: E402
 # placeholders, so tf.keras.Sequential fails.
 from recipes.vertical import experiment  # noqa: E402
 from recipes.vertical import metrics  # noqa: E402
+from recipes.vertical import provenance  # noqa: E402
 from recipes.vertical import secure_sum  # noqa: E402
 
 # Task and parties.
 _TASK = flags.DEFINE_enum('task', 'digits', list(data.TASKS), 'Dataset split across the parties.')
 _NUM_PARTIES = flags.DEFINE_integer(
-    'num_parties', None, 'Feature parties (party 0 also holds the labels); default: 4 for digits, '
-    '3 for breast_cancer (one per feature group).', lower_bound=2, upper_bound=4)
-_OVERLAP = flags.DEFINE_float('overlap', 0.9, 'Fraction of people held by every party, in (0, 1].')
+    'num_parties', None, 'Feature parties (party 0 also holds the labels and coordinates); default: '
+    '4 for digits, 3 for breast_cancer (one per feature group).', lower_bound=2, upper_bound=4)
+_OVERLAP = flags.DEFINE_float('overlap', 0.9, 'Fraction of people held by every party, in (0, 1].',
+                              lower_bound=0.0, upper_bound=1.0)
 _TEST_FRACTION = flags.DEFINE_float('test_fraction', 0.25,
-                                     'Fraction of aligned rows held out, in (0, 1).')
+                                    'Fraction of aligned rows held out, in (0, 1).',
+                                    lower_bound=0.0, upper_bound=1.0)
 
 # Protection.
 _SECURE_AGGREGATION = flags.DEFINE_bool(
-    'secure_aggregation', True, 'Mask embeddings pairwise so the coordinator sees only their sum; '
-    'false sends them in the clear (to measure the cost).')
+    'secure_aggregation', True, 'Mask the non-label parties\' embeddings pairwise so the coordinator '
+    '(the label party) sees only their sum; needs --num_parties>=3. false sends them in the clear '
+    '(to measure the cost).')
 
 # Training (the same for the vertical model and both baselines).
 _EPOCHS = flags.DEFINE_integer('epochs', 25, 'Passes over the aligned training rows.', lower_bound=1)
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 64, 'Rows per minibatch.', lower_bound=1)
-_LEARNING_RATE = flags.DEFINE_float('learning_rate', 0.002, 'Adam learning rate.')
+_LEARNING_RATE = flags.DEFINE_float('learning_rate', 0.002, 'Adam learning rate, in (0, 1].',
+                                    lower_bound=0.0, upper_bound=1.0)
 _HIDDEN_UNITS = flags.DEFINE_integer('hidden_units', 64, 'Hidden units of each bottom model.',
                                      lower_bound=1)
 _EMBEDDING_DIM = flags.DEFINE_integer('embedding_dim', 32, 'Embedding size sent by each party.',
                                       lower_bound=1)
-_SEED = flags.DEFINE_integer('seed', 0, 'Seeds IDs, the split, initialization and batching.')
+_SEED = flags.DEFINE_integer(
+    'seed', 0, 'Decides every random choice: IDs and who holds which row, the train/test split, '
+    'model initialization, batch order (not the cryptographic keys and shuffles, which never '
+    'change the metrics).', lower_bound=0, upper_bound=2**32 - 1)
 
 # Outputs.
 _PROGRESS = flags.DEFINE_bool('progress', True, 'Show a progress bar over the epochs.')
@@ -70,15 +84,29 @@ _EXPERIMENT_NAME = flags.DEFINE_string('experiment_name', None,
 _ROOT_OUTPUT_DIR = flags.DEFINE_string('root_output_dir', 'runs', 'Where experiment directories go.')
 
 
-def _validate_flags() -> None:
-  """Checks what absl's bounds cannot express, before anything slow happens."""
+def validate_flags() -> None:
+  """Checks what absl's bounds cannot express, before anything slow happens.
+
+  Raises:
+    UserError: For the first flag value (or combination) that cannot work.
+  """
   if not 0 < _OVERLAP.value <= 1:
     raise UserError(f'--overlap must be in (0, 1], got {_OVERLAP.value}')
   if not 0 < _TEST_FRACTION.value < 1:
     raise UserError(f'--test_fraction must be in (0, 1), got {_TEST_FRACTION.value}')
-  if not _LEARNING_RATE.value > 0:
-    raise UserError(f'--learning_rate must be positive, got {_LEARNING_RATE.value}')
-  data.default_num_parties(_TASK.value)  # Raises for an unknown task.
+  if not 0 < _LEARNING_RATE.value <= 1:
+    raise UserError(f'--learning_rate must be in (0, 1], got {_LEARNING_RATE.value}')
+  max_parties = data.default_num_parties(_TASK.value)  # Raises for an unknown task.
+  num_parties = _NUM_PARTIES.value or max_parties
+  if num_parties > max_parties:
+    raise UserError(f'task {_TASK.value!r} has {max_parties} feature groups, so it can be split '
+                    f'across 2 to {max_parties} parties, not {num_parties}')
+  experiment.check_roles(num_parties, _SECURE_AGGREGATION.value)
+  name = _EXPERIMENT_NAME.value
+  if name is not None and (not name.strip() or '/' in name or name in ('.', '..')):
+    raise UserError(f'--experiment_name must be a plain directory name (no "/"), got {name!r}')
+  if not _ROOT_OUTPUT_DIR.value.strip():
+    raise UserError('--root_output_dir must not be empty')
 
 
 def _metrics_table(scores: dict[str, dict[str, float]]) -> str:
@@ -122,6 +150,8 @@ def _write_outputs(result: experiment.Result, out: pathlib.Path, name: str) -> N
       for epoch in epochs
   ])
   outputs.write_json(out / 'summary.json', {
+      'seed': config.seed,
+      'git_commit': provenance.git_commit(),
       'config': dataclasses.asdict(config) | {'experiment_name': name},
       'task': aligned.dataset.description,
       'parties': {party.name: {'ids': len(party.ids), 'features': len(party.feature_names),
@@ -130,7 +160,9 @@ def _write_outputs(result: experiment.Result, out: pathlib.Path, name: str) -> N
       'psi': aligned.psi_summary(),
       'secure_aggregation': {
           'enabled': config.secure_aggregation,
-          'scheme': 'pairwise additive masks (X25519 + HKDF-SHA256 keys, ChaCha20 masks) over Z_2^64',
+          'scheme': 'pairwise additive masks (X25519 + HKDF-SHA256 keys, ChaCha20 masks) over Z_2^64 '
+                    'among the non-label parties; the label party (coordinator) adds its own '
+                    'embedding in the clear',
           'fixed_point_fraction_bits': secure_sum.DEFAULT_FRACTION_BITS,
       },
       'rows': {'train': len(aligned.split.train_labels), 'test': len(aligned.split.test_labels)},
@@ -146,7 +178,6 @@ def _write_outputs(result: experiment.Result, out: pathlib.Path, name: str) -> N
 
 def main(argv: Sequence[str]) -> None:
   del argv
-  _validate_flags()
   config = experiment.Config(
       task=_TASK.value, num_parties=_NUM_PARTIES.value or data.default_num_parties(_TASK.value),
       overlap=_OVERLAP.value, test_fraction=_TEST_FRACTION.value,
@@ -168,4 +199,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == '__main__':
-  cli.run(main)
+  cli.run(main, validate=validate_flags)

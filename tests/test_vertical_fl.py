@@ -35,6 +35,8 @@ def test_binary_runs_end_to_end(tmp_path: Path, flags: list[str], num_parties: i
   assert summary['config']['num_parties'] == num_parties
   assert summary['secure_aggregation']['enabled'] is secure
   assert summary['psi']['intersection_size'] == summary['rows']['train'] + summary['rows']['test']
+  assert summary['seed'] == 0
+  assert summary['git_commit'] == 'unknown' or len(summary['git_commit'].split('-')[0]) == 40
   rows = read_csv(out / 'metrics.csv')
   assert len(rows) == summary['config']['epochs']
   assert {'epoch', 'vertical_train_loss', 'vertical_test_accuracy',
@@ -46,6 +48,9 @@ def test_binary_runs_end_to_end(tmp_path: Path, flags: list[str], num_parties: i
 @pytest.mark.parametrize('flags, message', [
     (['--task=mnist'], 'value should be one of <breast_cancer|digits>'),
     (['--task=breast_cancer', '--num_parties=4'], 'has 3 feature groups'),
+    (['--learning_rate=inf'], '--learning_rate=inf'),
+    (['--num_parties=2'], "the label party coordinates, so it would learn the other party's embedding"),
+    (['--seed=-1'], 'flag --seed=-1'),
 ])
 def test_bad_input_fails_with_one_line(tmp_path: Path, flags: list[str], message: str) -> None:
   process = helpers.run_module('recipes.vertical_fl', *flags, f'--root_output_dir={tmp_path}')
@@ -89,9 +94,27 @@ def test_tiny_overlap_gives_empty_intersection_error() -> None:
 
 
 @pytest.mark.slow
+def test_same_seed_same_metrics_other_seed_other_curves(tmp_path: Path) -> None:
+  # --seed decides every random choice that affects the metrics (IDs, split, initialization,
+  # batch order); the cryptography's os.urandom keys and shuffles must not change them.
+  def metrics_csv(name: str, seed: int) -> str:
+    helpers.run_module('recipes.vertical_fl', '--task=breast_cancer', '--epochs=3', f'--seed={seed}',
+                       '--progress=false', f'--root_output_dir={tmp_path}', f'--experiment_name={name}',
+                       check=True)
+    return (tmp_path / name / 'metrics.csv').read_text()
+
+  first, again, other = metrics_csv('a', 5), metrics_csv('b', 5), metrics_csv('c', 6)
+  assert first == again
+  assert first != other
+  summary = json.loads((tmp_path / 'a' / 'summary.json').read_text())
+  assert summary['seed'] == 5 and summary['config']['seed'] == 5
+  assert summary['git_commit']
+
+
+@pytest.mark.slow
 def test_vertical_model_matches_centralized_on_digits_four_parties() -> None:
   # Each party holds two pixel rows of every digit; the label party alone is weak.
   result = experiment.run(experiment.Config(task='digits', num_parties=4))
   accuracy = {name: scores['accuracy'] for name, scores in result.metrics.items()}
-  assert accuracy['vertical'] >= accuracy['centralized'] - 0.02, accuracy
+  assert accuracy['vertical'] >= accuracy['centralized'] - 0.01, accuracy
   assert accuracy['vertical'] >= accuracy['label_party_only'] + 0.20, accuracy

@@ -75,3 +75,66 @@ def test_encode_decode_round_trip_and_range() -> None:
     secure_sum.encode(np.array([2.0**40]))
   with pytest.raises(ValueError, match='cannot encode'):
     secure_sum.encode(np.array([np.nan]))
+
+
+def test_a_masking_party_refuses_a_reused_or_older_round() -> None:
+  fusion = secure_sum.SecureSum(3)
+  party = fusion.parties[1]
+  embedding = _embeddings(1, seed=2)[0]
+  party.mask(embedding, 5, secure_sum.DEFAULT_FRACTION_BITS)
+  # Masking another vector under round 5 would give away the difference of the two.
+  with pytest.raises(secure_sum.RoundReuseError, match='refusing round 5'):
+    party.mask(embedding * 2, 5, secure_sum.DEFAULT_FRACTION_BITS)
+  with pytest.raises(secure_sum.RoundReuseError, match='refusing round 4'):
+    party.mask(embedding, 4, secure_sum.DEFAULT_FRACTION_BITS)
+  party.mask(embedding, 6, secure_sum.DEFAULT_FRACTION_BITS)  # Forward is fine.
+
+
+def test_same_round_masks_would_reveal_the_difference() -> None:
+  # Why the rule above matters: y - y' = q(e) - q(e') when both use round r's masks.
+  fusion = secure_sum.SecureSum(2)
+  key = fusion.parties[0].pair_keys[1]
+  first, second = _embeddings(2, seed=3)
+  y1 = secure_sum.encode(first) + secure_sum.pair_mask(key, 7, first.shape)
+  y2 = secure_sum.encode(second) + secure_sum.pair_mask(key, 7, second.shape)
+  np.testing.assert_allclose(secure_sum.decode(y1 - y2), first - second, atol=2.0**-23)
+
+
+@pytest.mark.parametrize('num_parties', [3, 8, 64])
+def test_values_whose_sum_would_wrap_around_are_refused(num_parties: int) -> None:
+  # Each value is below the old single-value limit 2^(62 - 24), but num_parties of them
+  # summed would wrap around 2^63 and decode to garbage.
+  value = 2.0**39 / num_parties * 1.2
+  embeddings = [np.full((2, 3), value) for _ in range(num_parties)]
+  with pytest.raises(secure_sum.FixedPointRangeError, match=f'sum of {num_parties}'):
+    secure_sum.SecureSum(num_parties)(embeddings)
+  # Just inside the per-party limit, the sum is exact.
+  limit = secure_sum.value_limit(num_parties)
+  inside = [np.full((2, 3), np.floor(limit * 0.99)) for _ in range(num_parties)]
+  np.testing.assert_array_equal(secure_sum.SecureSum(num_parties)(inside),
+                                np.sum(inside, axis=0))
+
+
+def test_decoding_rejects_a_sum_out_of_range() -> None:
+  fusion = secure_sum.SecureSum(3)
+  embeddings = _embeddings(3, seed=4)
+  masked = fusion.mask_all(embeddings)
+  # One vector altered (or replaced by another round's): the masks no longer cancel.
+  tampered = [masked[0] + np.uint64(1 << 62), *masked[1:]]
+  with pytest.raises(secure_sum.FixedPointRangeError, match='out of range'):
+    fusion.combine(tampered)
+  stale = fusion.mask_all(embeddings)
+  with pytest.raises(secure_sum.FixedPointRangeError, match='out of range'):
+    fusion.combine([stale[0], *masked[1:]])
+  with pytest.raises(ValueError, match='expected 3 masked vectors'):
+    fusion.combine(masked[1:])
+  # Hand-computed edge: 2^62 - 1 units decodes, 2^62 does not.
+  np.testing.assert_array_equal(secure_sum.decode_sum(np.array([2**62 - 1], dtype=np.uint64), 0),
+                                [2.0**62 - 1])
+  with pytest.raises(secure_sum.FixedPointRangeError):
+    secure_sum.decode_sum(np.array([2**62], dtype=np.uint64), 0)
+
+
+def test_secure_sum_refuses_a_single_masking_party() -> None:
+  with pytest.raises(ValueError, match='at least two masking parties'):
+    secure_sum.SecureSum(1)

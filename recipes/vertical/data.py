@@ -4,7 +4,7 @@ A table's feature columns form named groups that a real organisation would hold 
 (the pixel rows of a digit image; the mean / standard-error / worst measurements of a
 breast-cancer biopsy). Parties get contiguous runs of groups, so "party 0 holds the top
 quarter of each digit" rather than a random scatter of pixels. Party 0 is the label party:
-it also holds the labels.
+it also holds the labels (and, in training, coordinates: see `split_model`).
 
 IDs: each person (dataset row) gets a customer ID. A fraction `overlap` of the people are
 customers of every party; each other person is a customer of exactly one party, which holds

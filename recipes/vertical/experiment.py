@@ -13,6 +13,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
+from recipes.errors import UserError
 from recipes.vertical import baselines
 from recipes.vertical import data
 from recipes.vertical import metrics
@@ -20,6 +21,7 @@ from recipes.vertical import models
 from recipes.vertical import psi
 from recipes.vertical import secure_sum
 from recipes.vertical import split_model
+from recipes.vertical.transcript import Transcript
 
 MODEL_NAMES = ('vertical', 'centralized', 'label_party_only')
 
@@ -77,14 +79,44 @@ def _optimizer_fn(config: Config) -> Callable[[], tf.keras.optimizers.Optimizer]
   return lambda: tf.keras.optimizers.Adam(config.learning_rate)
 
 
-def make_fusion(num_parties: int, *, secure: bool) -> secure_sum.Fusion:
-  """Secure (pairwise-masked) or plain sum of the parties' embeddings."""
-  return secure_sum.SecureSum(num_parties) if secure else secure_sum.PlainSum()
+def check_roles(num_parties: int, secure_aggregation: bool) -> None:
+  """Refuses secure aggregation that would protect nothing (see the README's threat model).
+
+  Raises:
+    UserError: Secure aggregation with fewer than two parties besides the label party.
+  """
+  if secure_aggregation and num_parties - 1 < 2:
+    raise UserError(
+        f'--secure_aggregation needs at least two parties besides the label party, got '
+        f'--num_parties={num_parties}: the label party coordinates, so it would learn the other '
+        "party's embedding exactly; use --num_parties=3 or more, or --secure_aggregation=false")
+
+
+def make_fusion(num_masking_parties: int, *, secure: bool,
+                transcript: Transcript | None = None) -> secure_sum.Fusion:
+  """Secure (pairwise-masked) or plain sum of the non-label parties' embeddings."""
+  if secure:
+    return secure_sum.SecureSum(num_masking_parties, transcript=transcript)
+  return secure_sum.PlainSum(transcript)
 
 
 def train_vertical(split: data.AlignedSplit, config: Config, *, num_classes: int,
-                   on_epoch: EpochCallback | None = None) -> baselines.TrainedModel:
-  """Trains the split model (bottoms at the parties, top at the coordinator)."""
+                   on_epoch: EpochCallback | None = None,
+                   transcript: Transcript | None = None) -> baselines.TrainedModel:
+  """Trains the split model (bottoms at the parties, top at the label party/coordinator).
+
+  Args:
+    split: The aligned rows; party 0 (`data.LABEL_PARTY`) is the label party.
+    config: The run's settings (`seed` decides the initialization and the batch order).
+    num_classes: Classes of the task.
+    on_epoch: Called after each epoch.
+    transcript: Records every message of the training (masked vectors, dL/dS).
+
+  Raises:
+    UserError: Secure aggregation with too few parties (`check_roles`), or training
+      diverged (a non-finite loss, or embeddings too large for the fixed-point sum).
+  """
+  check_roles(len(split.train_features), config.secure_aggregation)
   tf.keras.utils.set_random_seed(config.seed)
   model = split_model.SplitModel(
       bottom_models=[
@@ -93,16 +125,24 @@ def train_vertical(split: data.AlignedSplit, config: Config, *, num_classes: int
           for i, x in enumerate(split.train_features)
       ],
       top_model=models.build_top_model(config.embedding_dim, num_classes=num_classes),
-      fusion=make_fusion(len(split.train_features), secure=config.secure_aggregation),
+      fusion=make_fusion(len(split.train_features) - 1, secure=config.secure_aggregation,
+                         transcript=transcript),
       optimizer_fn=_optimizer_fn(config),
+      transcript=transcript,
   )
   rng = np.random.default_rng(config.seed)
   losses, accuracies = [], []
   start = time.perf_counter()
   for epoch in range(1, config.epochs + 1):
-    losses.append(model.train_epoch(split.train_features, split.train_labels,
-                                    batch_size=config.batch_size, rng=rng))
-    probabilities = model.predict_proba(split.test_features)
+    try:
+      losses.append(model.train_epoch(split.train_features, split.train_labels,
+                                      batch_size=config.batch_size, rng=rng))
+      probabilities = model.predict_proba(split.test_features)
+    except secure_sum.FixedPointRangeError as e:
+      raise UserError(f'training diverged in epoch {epoch} ({e}); lower --learning_rate') from e
+    if not np.isfinite(losses[-1]):
+      raise UserError(f'training diverged in epoch {epoch} (loss {losses[-1]}); '
+                      'lower --learning_rate')
     accuracies.append(float(np.mean(probabilities.argmax(axis=1) == split.test_labels)))
     if on_epoch is not None:
       on_epoch(epoch, losses[-1], accuracies[-1])
@@ -139,6 +179,7 @@ def align(config: Config) -> Aligned:
   """
   if config.num_parties is None:
     config = dataclasses.replace(config, num_parties=data.default_num_parties(config.task))
+  check_roles(config.num_parties, config.secure_aggregation)
   dataset = data.load(config.task, num_parties=config.num_parties, overlap=config.overlap,
                       seed=config.seed)
   # A few thousand IDs: the PSI takes well under a second in this process.

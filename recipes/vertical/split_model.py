@@ -1,24 +1,35 @@
-"""Split learning across feature parties and a coordinator, with pluggable fusion.
+"""Split learning across feature parties, one of which (the label party) coordinates.
 
-One training step on a minibatch (the same aligned rows at every party):
+Roles (the README's "Threat model" states them for the whole recipe): party 0 is the label
+party. It holds the labels, its own feature columns and bottom model, and it is the
+coordinator: it runs the top model and the loss. The other parties (the masking parties)
+hold features and their bottom models only. One training step on a minibatch (the same
+aligned rows at every party):
 
-1. Each feature party runs its bottom model on its own columns: embedding e_i.
-2. Fusion (`secure_sum.SecureSum` or `PlainSum`) gives the coordinator S = sum_i e_i.
+1. Every party runs its bottom model on its own columns: embedding e_i.
+2. Fusion (`secure_sum.SecureSum` or `PlainSum`) brings the masking parties' embeddings
+   to the coordinator as their sum; the coordinator adds its own e_0 in the clear, outside
+   the masked sum (adding it inside would hide nothing from itself), so
+   S = e_0 + sum_{i>0} e_i.
 3. The coordinator runs the top model on S, computes the loss with the labels and updates
-   the top model. It sends dL/dS back to every party: with sum fusion dL/de_i = dL/dS.
-4. Each party back-propagates dL/dS through its bottom model
+   the top model and its own bottom model. It sends dL/dS to every masking party: with sum
+   fusion dL/de_i = dL/dS.
+4. Each masking party back-propagates dL/dS through its bottom model
    (`tape.gradient(e_i, weights, output_gradients=dL/dS)`) and updates it with its own
    optimizer.
+
+What crosses the wire is recorded in a `transcript.Transcript` when one is given: masked
+vectors to the coordinator, dL/dS to each masking party. What each side learns from it:
+the coordinator learns S - e_0, the sum of the masking parties' embeddings (never one of
+them, as long as there are at least two); every masking party learns dL/dS for every row
+of every batch, which depends on the labels (label leakage in split learning, not
+protected here), and, because the top model starts with a ReLU, the sign pattern of S
+(dL/dS is zero exactly where S <= 0).
 
 Every role's computation is a `tf.function`; values cross between roles as numpy arrays,
 as they would cross a network. A party recomputes its forward pass in step 4 rather than
 keeping a tape open across the exchange (the bottom models are deterministic, so the
 result is the same, and each step stays a self-contained graph).
-
-Threat model: the coordinator holds the labels and the top model but no features, so it
-cannot subtract an embedding of its own from S. The dL/dS it broadcasts is derived from
-the labels; protecting labels from feature parties (label leakage in split learning) is
-out of scope here.
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ import numpy as np
 import tensorflow as tf
 
 from recipes.vertical import secure_sum
+from recipes.vertical.transcript import Transcript
 
 OptimizerFn = Callable[[], tf.keras.optimizers.Optimizer]
 
@@ -64,7 +76,7 @@ class FeatureParty:
 
 
 class Coordinator:
-  """Holds the labels' side: the top model, the loss and its optimizer."""
+  """The label party's top model, loss and optimizer (its bottom model is a `FeatureParty`)."""
 
   def __init__(self, model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimizer) -> None:
     self.model = model
@@ -97,28 +109,45 @@ class Coordinator:
 
 
 class SplitModel:
-  """Feature parties + fusion + coordinator, trained together on aligned rows."""
+  """The label party (coordinator) + masking parties + fusion, trained on aligned rows."""
 
   def __init__(self, *, bottom_models: Sequence[tf.keras.Model], top_model: tf.keras.Model,
-               fusion: secure_sum.Fusion, optimizer_fn: OptimizerFn) -> None:
+               fusion: secure_sum.Fusion, optimizer_fn: OptimizerFn,
+               transcript: Transcript | None = None) -> None:
     """Builds the roles.
 
     Args:
-      bottom_models: One per feature party, all with the same embedding size.
+      bottom_models: One per party, all with the same embedding size; the first is the
+        label party's (the coordinator's own).
       top_model: The coordinator's model over the fused embedding.
-      fusion: How embeddings reach the coordinator (`SecureSum` or `PlainSum`).
-      optimizer_fn: Makes one fresh optimizer per party and one for the coordinator.
+      fusion: How the other parties' embeddings reach the coordinator (`SecureSum` or
+        `PlainSum` over `len(bottom_models) - 1` parties).
+      optimizer_fn: Makes one fresh optimizer per party and one for the top model.
+      transcript: Records the gradients sent back (the fusion records what it sends).
     """
     self.parties = [FeatureParty(model, optimizer_fn()) for model in bottom_models]
     self.coordinator = Coordinator(top_model, optimizer_fn())
     self.fusion = fusion
+    self.transcript = transcript
+
+  def _fuse(self, features: Sequence[np.ndarray]) -> np.ndarray:
+    """S = e_0 (the coordinator's own, in the clear) + fusion of the others' embeddings."""
+    own = self.parties[0].embed(features[0]).astype(np.float64)
+    received = self.fusion([party.embed(x) for party, x in zip(self.parties[1:], features[1:])])
+    return own + received
 
   def train_step(self, features: Sequence[np.ndarray], labels: np.ndarray) -> float:
     """One minibatch: forward through fusion, update the top, send gradients back."""
-    fused = self.fusion([party.embed(x) for party, x in zip(self.parties, features)])
+    fused = self._fuse(features)
     loss, fused_grad = self.coordinator.train_step(fused, labels)
-    for party, x in zip(self.parties, features):
-      party.apply_gradient(x, fused_grad)
+    self.parties[0].apply_gradient(features[0], fused_grad)  # Local to the coordinator.
+    for index, (party, x) in enumerate(zip(self.parties[1:], features[1:]), start=1):
+      if self.transcript is not None:
+        (payload,) = self.transcript.send(secure_sum.COORDINATOR, f'party{index}', 'dL/dS',
+                                          [fused_grad.tobytes()])
+        party.apply_gradient(x, np.frombuffer(payload, dtype=fused_grad.dtype).reshape(fused_grad.shape))
+      else:
+        party.apply_gradient(x, fused_grad)
     return loss
 
   def train_epoch(self, features: Sequence[np.ndarray], labels: np.ndarray, *, batch_size: int,
@@ -140,6 +169,5 @@ class SplitModel:
     outputs = []
     for batch in range(math.ceil(rows / batch_size)):
       rows_slice = slice(batch * batch_size, (batch + 1) * batch_size)
-      embeddings = [party.embed(x[rows_slice]) for party, x in zip(self.parties, features)]
-      outputs.append(self.coordinator.probabilities(self.fusion(embeddings)))
+      outputs.append(self.coordinator.probabilities(self._fuse([x[rows_slice] for x in features])))
     return np.concatenate(outputs)
