@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-import subprocess
-
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+from recipes import outputs
 
 
-def git_commit(root: Path = PROJECT_ROOT) -> str:
+def git_commit() -> str:
   """`git rev-parse HEAD` of the project checkout, or 'unknown' outside one.
 
-  A checkout with uncommitted changes gets a '-dirty' suffix: its results do not match
-  the commit exactly.
+  A checkout with uncommitted changes to tracked files gets a '-dirty' suffix: its results
+  do not match the commit exactly. (`recipes.outputs.git_commit` has the same facts as two
+  fields.)
   """
-  try:
-    commit = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=root, capture_output=True, text=True,
-                            timeout=10, check=True).stdout.strip()
-    status = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=root,
-                            capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-  except (OSError, subprocess.SubprocessError):
-    return 'unknown'
-  return f'{commit}-dirty' if status else commit
+  info = outputs.git_commit()
+  return info['git_commit'] + ('-dirty' if info['git_dirty'] else '')
