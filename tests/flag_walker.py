@@ -61,6 +61,7 @@ BAD_STRINGS = {
     'runs_dir': '',
     'package_dir': '/no/such/dir',
     'worker_counts': '0',
+    'service': 'fedrecipes-worker',  # No port.
 }
 
 _PROJECT_PREFIXES = ('recipes', 'scripts', 'tasks')

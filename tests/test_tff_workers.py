@@ -283,3 +283,11 @@ def test_killed_worker_stops_the_run_in_one_line_and_resume_continues(tmp_path: 
     for worker in started:
       worker.stop()
   assert not helpers.leaked_workers()
+
+
+@pytest.mark.parametrize('binary', ['scripts.start_worker', 'scripts.worker_addresses',
+                                    'scripts.bench_workers', 'scripts.bench_remote'])
+def test_flag_walker_refuses_every_bad_value(binary: str) -> None:
+  result = helpers.run_module('tests.flag_walker', binary, timeout=120, check=True)
+  report = json.loads(result.stdout.strip().splitlines()[-1])
+  assert report['not_refused'] == [] and report['unknown'] == [], report
