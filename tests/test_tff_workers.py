@@ -291,3 +291,20 @@ def test_flag_walker_refuses_every_bad_value(binary: str) -> None:
   result = helpers.run_module('tests.flag_walker', binary, timeout=120, check=True)
   report = json.loads(result.stdout.strip().splitlines()[-1])
   assert report['not_refused'] == [] and report['unknown'] == [], report
+
+
+@pytest.mark.slow
+def test_bench_workers_smoke(tmp_path: Path) -> None:
+  helpers.run_module('scripts.bench_workers', '--smoke', f'--results_dir={tmp_path}', timeout=600,
+                     check=True)
+  for name in ('results.json', 'results.csv', 'table.md', 'workers.png'):
+    assert (tmp_path / name).stat().st_size > 0, name
+  record = json.loads((tmp_path / 'results.json').read_text())
+  assert record['settings']['smoke'] is True and 'load_average_1min_peak' in record['load']
+  rows = record['results']
+  assert [r['workers'] for r in rows] == [1, 2]
+  for row in rows:
+    assert len(row['worker_peak_mib']) == row['workers']
+    assert all(m > 10 for m in row['worker_peak_mib'])
+    assert row['seconds_per_round_median'] > 0 and row['workers_cpu_seconds_median'] > 0
+  assert not helpers.leaked_workers()
