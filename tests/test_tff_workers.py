@@ -162,6 +162,7 @@ def test_secure_aggregation_stays_on_the_workers(tmp_path: Path, workers: list[W
     ('recipes.fed_sgd', []),
     ('recipes.fed_prox', []),
     ('recipes.dp_fed_avg', ['--aggregator=dp_fixed', '--clip_norm=1', '--noise_multiplier=0']),
+    ('recipes.fed_avg', ['--federated_eval_clients=3']),  # TFF's federated evaluation too.
 ])
 def test_other_recipes_run_on_three_workers(tmp_path: Path, workers: list[Worker], recipe: str,
                                             flags: list[str]) -> None:
