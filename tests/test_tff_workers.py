@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import portpicker
 import pytest
 
@@ -212,12 +213,12 @@ def test_a_round_with_dependent_aggregations_is_refused(monkeypatch: pytest.Monk
   from recipes import tff_workers  # pylint: disable=g-import-not-at-top
   tff = runtime.import_tff()
 
-  @tff.federated_computation(tff.FederatedType(tff.types.TensorType(float), tff.CLIENTS))
+  @tff.federated_computation(tff.FederatedType(tff.types.TensorType(np.float32), tff.CLIENTS))
   def sum_then_sum_again(values):
     total = tff.federated_sum(values)
     return tff.federated_sum(tff.federated_broadcast(total))
 
-  @tff.federated_computation(tff.FederatedType(tff.types.TensorType(float), tff.CLIENTS))
+  @tff.federated_computation(tff.FederatedType(tff.types.TensorType(np.float32), tff.CLIENTS))
   def one_sum(values):
     return tff.federated_sum(values)
 
