@@ -473,9 +473,9 @@ def aggregator_from_flags(
 ) -> aggregators.Factory:
   """`build_aggregator` with the values of the flags from `define_aggregator_flags`.
 
-  With `--aggregator=secure` this also installs TFF's test execution context,
-  which simulates the secure-sum intrinsics (TFF's default local context cannot
-  run them): call it before running any TFF computation.
+  With `--aggregator=secure` this also makes the execution context simulate the
+  secure-sum intrinsics (TFF's C++ worker cannot run them), on the local worker or
+  on the `--tff_worker`(s): call it before running any TFF computation.
 
   Args:
     weighted: Whether the recipe's builder takes a `WeightedAggregationFactory`.

@@ -49,6 +49,7 @@ from typing import Any
 from recipes import aggregation_measurements
 from recipes import robust_aggregation
 from recipes import seeded_dp
+from recipes import tff_workers
 from recipes.runtime import import_tff
 
 tff = import_tff()
@@ -157,9 +158,12 @@ def install_secure_simulation_context() -> None:
   TFF's default local C++ context rejects the secure-sum intrinsics; its test
   context rewrites them into plain sums of the same clipped, quantized values, so
   results match a real secure-aggregation deployment. Call it before running any
-  computation; it replaces whatever context was set before.
+  computation. On workers started elsewhere (`--tff_worker`), their context keeps
+  running the computations, with the same replacement of the secure sums
+  (`recipes.tff_workers.enable_secure_intrinsics`); before, the recipe silently
+  switched to a local worker.
   """
-  tff.backends.test.set_sync_test_cpp_execution_context()
+  tff_workers.enable_secure_intrinsics()
 
 
 def _check_positive(value: float, name: str) -> float:

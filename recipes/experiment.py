@@ -22,6 +22,7 @@ from recipes import aggregator_flags
 from recipes import optimizers
 from recipes import outputs
 from recipes import runtime
+from recipes import tff_workers
 from recipes import training_loop
 from recipes.errors import UserError
 from recipes.runtime import import_tff
@@ -130,8 +131,9 @@ def define_flags(
                     'Client loop (dataset_iterator is faster on CPU).')
   flags.DEFINE_string('tff_worker', None,
                       'host:port of a TFF C++ worker started elsewhere (python -m '
-                      'scripts.start_worker --port=N) that runs the computations; default: a '
-                      'worker on this machine, started and stopped by the recipe.')
+                      'scripts.start_worker --port=N) that runs the computations, or several '
+                      'comma-separated host:port: each round\'s clients are then split across '
+                      'them; default: a worker on this machine, started and stopped by the recipe.')
   # Outputs.
   flags.DEFINE_string('experiment_name', None, 'Name of the run directory; default: <recipe>-<task>-<time>.')
   flags.DEFINE_string('root_output_dir', 'runs', 'Parent directory of experiment directories.')
@@ -205,7 +207,7 @@ def validate_flags() -> None:
                     '(use --root_output_dir for the parent directory)')
   if FLAGS.tff_worker is not None:
     try:
-      runtime.parse_worker_address(FLAGS.tff_worker)
+      runtime.parse_worker_addresses(FLAGS.tff_worker)
     except ValueError as e:
       raise UserError(f'--tff_worker: {e}') from None
   optimizers.validate_optimizer_flags()
@@ -350,6 +352,9 @@ def run(
     hparams['frozen'] = frozen(saved.get('frozen') if saved else None, num_clients)
     fixed.update(hparams['frozen'])
   process = build_process(setup)
+  # Several workers: refuse a round that TFF cannot split before training starts.
+  tff_workers.check_splittable(
+      process.next, what=f'{recipe} with --aggregator={FLAGS.aggregator}')
   config = training_loop.LoopConfig(
       total_rounds=FLAGS.total_rounds, clients_per_round=FLAGS.clients_per_round,
       rounds_per_eval=FLAGS.rounds_per_eval, rounds_per_checkpoint=FLAGS.rounds_per_checkpoint,
@@ -364,7 +369,9 @@ def run(
     saved.setdefault('resumes', []).append(
         {key: hparams[key] for key in ('command', 'git_commit', 'git_dirty', 'total_rounds')})
     outputs.write_json(out / 'hparams.json', saved)
-  where = f', on the TFF worker at {FLAGS.tff_worker}' if FLAGS.tff_worker else ''
+  workers = tff_workers.addresses_in_use()
+  where = (f', on the TFF worker at {workers[0]}' if len(workers) == 1 else
+           f', split across {len(workers)} TFF workers at {", ".join(workers)}' if workers else '')
   print(f'{recipe}: training on {task.name} ({num_clients} clients, {FLAGS.clients_per_round} per '
         f'round, model {task.model_name}{where}); outputs in {out}', flush=True)
   summary = training_loop.run_training(

@@ -25,7 +25,8 @@ time (TFF's default runs all clients of a round at once; see the comment there).
 
 `use_remote_worker(address)` points TFF at a worker that runs elsewhere (started with
 `python -m scripts.start_worker --port=N` on a bigger machine) instead of starting one
-here: the recipes' `--tff_worker=host:port`.
+here: the recipes' `--tff_worker=host:port`; with several comma-separated addresses,
+each round's clients are split across the workers (`recipes.tff_workers`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import functools
 import gc
 import importlib.util
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -220,35 +222,60 @@ def available_cores() -> int:
     return os.cpu_count() or 1
 
 
-# gRPC limits of TFF's own local context (executor_stacks/executor_factory.py): model
-# states and client datasets travel as single messages.
-_GRPC_MAX_MESSAGE_BYTES = 2 * 1000 * 1000 * 1000
-_GRPC_CHANNEL_OPTIONS = [
-    ('grpc.max_message_length', _GRPC_MAX_MESSAGE_BYTES),
-    ('grpc.max_receive_message_length', _GRPC_MAX_MESSAGE_BYTES),
-    ('grpc.max_send_message_length', _GRPC_MAX_MESSAGE_BYTES),
-]
+# A host name, an IPv4 address, or an IPv6 address in brackets.
+_HOST = re.compile(r'\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+')
 
 
 def parse_worker_address(address: str) -> tuple[str, int]:
   """Splits `host:port` (IPv6 as `[::1]:port`); raises ValueError with a readable reason."""
   host, sep, port = address.strip().rpartition(':')
-  if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+  if (not sep or not _HOST.fullmatch(host) or not port.isdigit()
+      or not 0 < int(port) < 65536):
     raise ValueError(f'expected host:port (e.g. localhost:8000), got {address!r}')
   return host, int(port)
 
 
-def use_remote_worker(address: str, *, connect_timeout_seconds: float = 10.0) -> Any:
-  """Makes TFF run every computation on the C++ worker at `address` (host:port).
+def parse_worker_addresses(value: str) -> list[str]:
+  """Splits `host:port[,host:port...]` into addresses; raises ValueError with a reason.
 
-  The same pieces as TFF's local C++ context (a gRPC stub, a `RemoteExecutor` per set of
-  cardinalities, the native compiler), pointed at a worker that someone started, on this
-  or another machine, instead of one that TFF starts as our child; so no local worker
-  starts. Call it before the first computation runs.
+  Every address must be well formed (`parse_worker_address`) and appear once: the same
+  worker twice would only run two slices of a round one after the other.
+  """
+  addresses = [a.strip() for a in value.split(',')]
+  for address in addresses:
+    if not address:
+      raise ValueError(f'expected host:port[,host:port...], got an empty address in {value!r}')
+    parse_worker_address(address)
+  repeated = sorted({a for a in addresses if addresses.count(a) > 1})
+  if repeated:
+    raise ValueError(f'each worker address may appear once, {", ".join(repeated)} is repeated')
+  return addresses
+
+
+def register_worker_flag_validator(flag_name: str) -> None:
+  """Makes absl refuse a malformed `host:port[,host:port...]` flag value at parse time."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+
+  def check(value: str | None) -> bool:
+    if value is not None:
+      try:
+        parse_worker_addresses(value)
+      except ValueError as e:
+        raise flags.ValidationError(str(e)) from None
+    return True
+
+  flags.register_validator(flag_name, check)
+
+
+def use_remote_worker(address: str, *, connect_timeout_seconds: float = 10.0) -> Any:
+  """Makes TFF run every computation on the C++ worker(s) at `address`.
+
+  Kept for callers of one worker; see `recipes.tff_workers.use_workers` (which this
+  calls) for several.
 
   Args:
-    address: `host:port` of a running `worker_binary` (`python -m scripts.start_worker`).
-    connect_timeout_seconds: How long to wait for the worker to answer.
+    address: `host:port[,host:port...]` of running workers (`python -m scripts.start_worker`).
+    connect_timeout_seconds: How long to wait for the workers to answer.
 
   Returns:
     The installed execution context.
@@ -256,37 +283,6 @@ def use_remote_worker(address: str, *, connect_timeout_seconds: float = 10.0) ->
   Raises:
     UserError: If the address is malformed or no worker answers there in time.
   """
-  import grpc  # pylint: disable=g-import-not-at-top  # Comes with TFF; loaded only when used.
-
-  try:
-    parse_worker_address(address)
-  except ValueError as e:
-    raise UserError(f'--tff_worker: {e}') from None
-  tff = import_tff()
-  channel = grpc.insecure_channel(address, _GRPC_CHANNEL_OPTIONS)
-  try:
-    grpc.channel_ready_future(channel).result(timeout=connect_timeout_seconds)
-  except grpc.FutureTimeoutError:
-    channel.close()
-    raise UserError(
-        f'no TFF worker answers at {address} (waited {connect_timeout_seconds:g} s); start one '
-        f'there with `python -m scripts.start_worker --port={address.rpartition(":")[2]}`'
-    ) from None
-  stub = tff.framework.RemoteExecutorGrpcStub(channel)
-
-  def executor_stack(cardinalities: dict[Any, int]) -> Any:
-    # As TFF's local stack: an unknown number of clients defaults to 0.
-    if cardinalities.get(tff.CLIENTS) is None:
-      cardinalities[tff.CLIENTS] = 0
-    executor = tff.framework.RemoteExecutor(stub)
-    executor.set_cardinalities(cardinalities)
-    return executor
-
-  context = tff.framework.SyncExecutionContext(
-      executor_fn=tff.framework.ResourceManagingExecutorFactory(executor_stack),
-      compiler_fn=tff.backends.native.desugar_and_transform_to_native,
-      transform_args=tff.tensorflow.transform_args,
-      transform_result=tff.tensorflow.transform_result,
-  )
-  tff.framework.set_default_context(context)
-  return context
+  from recipes import tff_workers  # pylint: disable=g-import-not-at-top  # Imports TFF.
+  return tff_workers.use_workers(address.split(','),
+                                 connect_timeout_seconds=connect_timeout_seconds)

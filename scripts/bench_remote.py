@@ -48,14 +48,26 @@ tff = runtime.import_tff()
 _SMOKE = flags.DEFINE_bool('smoke', False, 'Tiny settings (synthetic task, tiny model, 2 rounds): a wiring check.')
 _TFF_WORKER = flags.DEFINE_string(
     'tff_worker', None, 'host:port of a running worker to measure; default: start one on localhost.')
-_ROUNDS = flags.DEFINE_integer('rounds', 10, 'Timed rounds on each worker.')
-_WARMUP_ROUNDS = flags.DEFINE_integer('warmup_rounds', 2, 'Untimed rounds first.')
-_CLIENTS_PER_ROUND = flags.DEFINE_integer('clients_per_round', 10, 'Clients per round.')
-_NUM_CLIENTS = flags.DEFINE_integer('num_clients', 100, 'mnist_digits clients (IID split).')
-_BATCH_SIZE = flags.DEFINE_integer('batch_size', 20, 'Local batch size.')
-_MODEL = flags.DEFINE_string('model', 'cnn', 'Model (one of tasks.models.MODELS).')
+runtime.register_worker_flag_validator('tff_worker')
+_ROUNDS = flags.DEFINE_integer('rounds', 10, 'Timed rounds on each worker.', lower_bound=1)
+_WARMUP_ROUNDS = flags.DEFINE_integer('warmup_rounds', 2, 'Untimed rounds first.', lower_bound=0)
+_CLIENTS_PER_ROUND = flags.DEFINE_integer('clients_per_round', 10, 'Clients per round.',
+                                          lower_bound=1)
+_NUM_CLIENTS = flags.DEFINE_integer('num_clients', 100, 'mnist_digits clients (IID split).',
+                                    lower_bound=1)
+_BATCH_SIZE = flags.DEFINE_integer('batch_size', 20, 'Local batch size.', lower_bound=1)
+_MODEL = flags.DEFINE_enum('model', 'cnn', list(tasks.models.MODELS), 'Model.')
 _RESULTS_DIR = flags.DEFINE_string(
     'results_dir', str(bench_common.RESULTS_ROOT / 'remote'), 'Where results go.')
+
+
+def validate_flags() -> None:
+  """Checks what the flags' bounds cannot express."""
+  if not _RESULTS_DIR.value:
+    raise UserError('--results_dir must name a directory')
+  if _CLIENTS_PER_ROUND.value > _NUM_CLIENTS.value:
+    raise UserError(f'--clients_per_round={_CLIENTS_PER_ROUND.value} exceeds --num_clients='
+                    f'{_NUM_CLIENTS.value}')
 
 SMOKE_SETTINGS = {'task': 'synthetic', 'model': 'tiny', 'num_clients': 20,
                   'clients_per_round': 2, 'batch_size': 4, 'rounds': 2, 'warmup_rounds': 1}
@@ -165,8 +177,6 @@ def main(argv: Sequence[str]) -> None:
     settings.update(SMOKE_SETTINGS)
   settings.update({'partition': 'iid', 'client_epochs': 1, 'smoke': _SMOKE.value,
                    'worker': _TFF_WORKER.value or 'started on localhost by the benchmark'})
-  if settings['rounds'] < 1:
-    raise UserError('--rounds must be at least 1')
   load = bench_common.LoadMonitor()
   if _TFF_WORKER.value:
     address = _TFF_WORKER.value
@@ -206,4 +216,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == '__main__':
-  cli.run(main)
+  cli.run(main, validate=validate_flags)

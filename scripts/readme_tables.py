@@ -267,6 +267,20 @@ def vertical() -> str:
           + body + '\n\n' + provenance('vertical', record))
 
 
+def workers() -> str:
+  record = load('workers')
+  body = table(record['results'], [
+      ('workers', lambda r: str(r['workers'])),
+      ('clients/round', lambda r: str(r['clients_per_round'])),
+      ('s/round: median [quartiles]', lambda r: r['seconds_text']),
+      ('driver CPU s/round', lambda r: fmt(r['driver_cpu_seconds_median'], '.2f')),
+      ('workers CPU s/round (sum)', lambda r: fmt(r['workers_cpu_seconds_median'], '.2f')),
+      ('peak MiB per worker', lambda r: ', '.join(f'{m:.0f}' for m in r['worker_peak_mib'])),
+      ('load (1 min)', lambda r: fmt(r['load_1min'], '.1f')),
+  ])
+  return body + '\n\n' + provenance('workers', record)
+
+
 RENDERERS: dict[str, Renderer] = {
     'vertical': vertical,
     'population': population,
@@ -279,6 +293,7 @@ RENDERERS: dict[str, Renderer] = {
     'overhead': overhead,
     'scaling': scaling,
     'remote': remote,
+    'workers': workers,
 }
 
 

@@ -31,11 +31,20 @@ from recipes import cli
 from recipes import runtime
 from recipes.errors import UserError
 
-_PORT = flags.DEFINE_integer('port', 8000, 'TCP port to serve on (all interfaces).')
+_PORT = flags.DEFINE_integer('port', 8000, 'TCP port to serve on (all interfaces).',
+                             lower_bound=1, upper_bound=65535)
 _MAX_CONCURRENT_CALLS = flags.DEFINE_integer(
     'max_concurrent_computation_calls', None,
     'Limit on parallel calls of one computation, i.e. clients trained at once; default: the '
-    'cores of this machine, as the recipes\' local worker (-1: no limit).')
+    'cores of this machine, as the recipes\' local worker (-1: no limit). In a container with '
+    'a CPU limit, set it to that limit: the default sees every core of the host.',
+    lower_bound=-1)
+
+
+def validate_flags() -> None:
+  """Checks what the flags' bounds cannot express."""
+  if _MAX_CONCURRENT_CALLS.value == 0:
+    raise UserError('--max_concurrent_computation_calls must be positive, or -1 for no limit')
 
 
 def _check_port_free(port: int) -> None:
@@ -52,8 +61,6 @@ def _check_port_free(port: int) -> None:
 
 def main(argv: Sequence[str]) -> None:
   del argv
-  if not 0 < _PORT.value < 65536:
-    raise UserError(f'--port must be in 1-65535, got {_PORT.value}')
   _check_port_free(_PORT.value)
   concurrency = _MAX_CONCURRENT_CALLS.value
   args = runtime.worker_command(
@@ -68,4 +75,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == '__main__':
-  cli.run(main)
+  cli.run(main, validate=validate_flags)

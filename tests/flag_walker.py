@@ -14,7 +14,7 @@ Bad values, by kind of flag:
   float: nan, inf, -inf, and -1e30 (unless negative values are meaningful: NEGATIVE_OK)
   integer: -1000000000 (unless in NEGATIVE_OK), and upper_bound + 1 where one is declared
   enum: a name that is not a choice;  bool: 'maybe'
-  string and list: the value in BAD_STRINGS (a string flag missing there is reported, so a
+  string and list: the value(s) in BAD_STRINGS (a string flag missing there is reported, so a
     new flag cannot slip by untested)
 
 Prints one JSON object: {"binary": ..., "checked": N, "not_refused": [[flag, value], ...],
@@ -42,7 +42,9 @@ BAD_STRINGS = {
     'experiment_name': '../escape',
     'root_output_dir': '',
     'cache_dir': '',
-    'tff_worker': 'localhost',  # No port.
+    # No port; an empty address in a list; a repeated address.
+    'tff_worker': ('localhost', 'localhost:8000,bighost', 'localhost:8000,,localhost:8001',
+                   'localhost:8000,localhost:8000'),
     'output_dir': '',
     'only': 'no_such_contender',
     'algorithms': 'no_such_algorithm',
@@ -60,6 +62,8 @@ BAD_STRINGS = {
     'runs_dir': '',
     'package_dir': '/no/such/dir',
     'populations': '0',
+    'worker_counts': '0',
+    'service': 'fedrecipes-worker',  # No port.
 }
 
 # A valid value for each required flag, given while another flag is under test (otherwise the
@@ -104,7 +108,8 @@ def bad_values(flag: Any) -> list[str] | None:
       values.append(str(parser.upper_bound + 1))
     return values
   if flag.name in BAD_STRINGS:
-    return [BAD_STRINGS[flag.name]]
+    values = BAD_STRINGS[flag.name]
+    return list(values) if isinstance(values, tuple) else [values]
   return None
 
 
