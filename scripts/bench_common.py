@@ -135,7 +135,7 @@ class LoadMonitor:
   def describe(self) -> dict[str, Any]:
     self.sample()
     cores = os.cpu_count() or 1
-    peak = max(self._samples)
+    peak = max([self.start[0], *self._samples])
     return {
         'cores': cores,
         'load_average_1min_at_start': round(self.start[0], 2),

@@ -11,7 +11,6 @@ included), with the median and quartiles over seeds. Results: docs/benchmarks/de
 
 from __future__ import annotations
 
-import statistics
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -20,6 +19,7 @@ from absl import flags
 from recipes import cli
 from recipes.errors import UserError
 from scripts import bench_common
+from scripts import bench_timing
 from scripts import demo
 
 _SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2'], 'Seeds to run (non-negative integers).')
@@ -51,15 +51,6 @@ def validate_flags() -> None:
     raise UserError('--results_dir must not be empty')
 
 
-def quartiles(values: Sequence[float]) -> dict[str, float]:
-  """Median and quartiles (inclusive method: exact on 3 values), plus min and max."""
-  if len(values) == 1:
-    return {'median': values[0], 'p25': values[0], 'p75': values[0], 'min': values[0],
-            'max': values[0]}
-  p25, median, p75 = statistics.quantiles(values, n=4, method='inclusive')
-  return {'median': median, 'p25': p25, 'p75': p75, 'min': min(values), 'max': max(values)}
-
-
 def main(argv: Sequence[str]) -> None:
   del argv
   seeds = _seeds()
@@ -86,7 +77,7 @@ def main(argv: Sequence[str]) -> None:
     load.sample()
     print(f'seed {seed}: {summary["status"]} after {summary["rounds_completed"]} rounds, '
           f'{run["process_seconds"]:.0f} s', flush=True)
-  stats = {key: quartiles([float(r[key]) for r in rows if r[key] is not None])
+  stats = {key: bench_timing.spread([float(r[key]) for r in rows if r[key] is not None])
            for key in ('rounds_to_target', 'test_accuracy', 'train_seconds', 'process_seconds')
            if any(r[key] is not None for r in rows)}
   table = bench_common.markdown_table(rows, COLUMNS)

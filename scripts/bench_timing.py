@@ -81,6 +81,17 @@ def spread(values: Sequence[float]) -> dict[str, float]:
   }
 
 
+def spread_with_values(values: Sequence[float]) -> dict[str, Any]:
+  """Median, quartiles as q1/q3 (linear interpolation), min, max, mean and every value.
+
+  The form of scripts/bench_vertical.py's results (`spread` has the same statistics under
+  the names the other timing tables use).
+  """
+  q1, median, q3 = np.percentile(values, [25, 50, 75])
+  return {'median': float(median), 'q1': float(q1), 'q3': float(q3), 'min': float(min(values)),
+          'max': float(max(values)), 'mean': float(np.mean(values)), 'all': [float(v) for v in values]}
+
+
 def fit_line(xs: Sequence[float], ys: Sequence[float]) -> dict[str, float]:
   """Least-squares line y = slope * x + intercept and its R^2 (1 = perfectly linear)."""
   x, y = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)

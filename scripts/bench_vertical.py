@@ -53,6 +53,7 @@ from recipes.vertical import provenance  # noqa: E402
 from recipes.vertical import psi  # noqa: E402
 from recipes.vertical import secure_sum  # noqa: E402
 from scripts import bench_common  # noqa: E402
+from scripts import bench_timing  # noqa: E402
 
 if TYPE_CHECKING:
   from recipes.vertical import baselines
@@ -109,13 +110,6 @@ def _plan() -> Plan:
               repeats=_REPEATS.value)
 
 
-def spread(values: Sequence[float]) -> dict[str, Any]:
-  """Median, quartiles (linear interpolation), min, max and mean of repeated timings."""
-  q1, median, q3 = np.percentile(values, [25, 50, 75])
-  return {'median': float(median), 'q1': float(q1), 'q3': float(q3), 'min': float(min(values)),
-          'max': float(max(values)), 'mean': float(np.mean(values)), 'all': [float(v) for v in values]}
-
-
 def _config(plan: Plan, **settings: Any) -> experiment.Config:
   from recipes.vertical import experiment  # pylint: disable=g-import-not-at-top,redefined-outer-name
   config = experiment.Config(**settings)
@@ -166,7 +160,8 @@ def bench_psi(plan: Plan, workers: int, load: bench_common.LoadMonitor) -> list[
         load.sample()
         loads.append(round(os.getloadavg()[0], 2))
       assert result is not None and result.intersection_size == n // 2
-      timing, cpu_timing = spread(seconds), spread(cpu)
+      timing = bench_timing.spread_with_values(seconds)
+      cpu_timing = bench_timing.spread_with_values(cpu)
       print(f'PSI {n:>7,} vs {n:>7,} IDs: median {timing["median"]:.2f} s '
             f'[{timing["q1"]:.2f}-{timing["q3"]:.2f}] of {[round(s, 2) for s in seconds]}, '
             f'CPU median {cpu_timing["median"]:.2f} s, load {loads}', flush=True)
@@ -208,8 +203,10 @@ def bench_secure_aggregation(plan: Plan, load: bench_common.LoadMonitor) -> dict
           aligned.split, dataclasses.replace(config, secure_aggregation=secure),
           num_classes=aligned.dataset.num_classes))
       load.sample()
-  seconds = {secure: spread([run.train_seconds for run in trained]) for secure, trained in runs.items()}
-  pair_ratios = spread([s.train_seconds / p.train_seconds for s, p in zip(runs[True], runs[False])])
+  seconds = {secure: bench_timing.spread_with_values([run.train_seconds for run in trained])
+             for secure, trained in runs.items()}
+  pair_ratios = bench_timing.spread_with_values(
+      [s.train_seconds / p.train_seconds for s, p in zip(runs[True], runs[False])])
   # The masked sum covers the parties other than the label party (it adds its own in the clear).
   fusion_setting = dict(num_parties=_masking_parties(config), batch_size=config.batch_size,
                         embedding_dim=config.embedding_dim, rounds=200 if _SMOKE.value else 2_000)
@@ -218,7 +215,7 @@ def bench_secure_aggregation(plan: Plan, load: bench_common.LoadMonitor) -> dict
     fusion_us[True].append(fusion_microseconds(secure_sum.SecureSum(_masking_parties(config)),
                                                **fusion_setting))
     fusion_us[False].append(fusion_microseconds(secure_sum.PlainSum(), **fusion_setting))
-  fusion = {secure: spread(values) for secure, values in fusion_us.items()}
+  fusion = {secure: bench_timing.spread_with_values(values) for secure, values in fusion_us.items()}
   ratio = seconds[True]['median'] / seconds[False]['median']
   print(f'Training with secure aggregation median {seconds[True]["median"]:.2f} s, plain '
         f'{seconds[False]["median"]:.2f} s (x{ratio:.2f}); fusion per minibatch '

@@ -51,6 +51,8 @@ def provenance(name: str, record: Mapping[str, Any] | None = None) -> str:
   record = record if record is not None else load(name)
   load_info = record.get('load', {})
   start, peak = load_info.get('load_average_1min_at_start'), load_info.get('load_average_1min_peak')
+  if start is not None:  # Some files' peak leaves out the reading at the start.
+    peak = max([start, peak or start, *load_info.get('load_average_1min_samples', [])])
   commit = record.get('git_commit')
   dirty = record.get('git_dirty') or (commit or '').endswith('-dirty')
   commit_text = (f'commit `{commit[:10]}`{" + uncommitted changes" if dirty else ""}'
@@ -119,15 +121,20 @@ def communication() -> str:
 
 
 def communication_tuning() -> str:
-  record = load('communication/tuning')
-  best = 'best_validation_accuracy' if 'best_validation_accuracy' in record['results'][0] else 'best_test_accuracy'
-  body = table(record['results'], [
-      *_communication_columns(record),
-      (f'best {"validation" if best.startswith("best_validation") else "test"} acc', lambda r: fmt(r[best], '.4f')),
+  # One results file per `--tune` run (the grid may be run in parts, e.g. with --only).
+  parts = sorted(p.parent.relative_to(RESULTS).as_posix()
+                 for p in (RESULTS / 'communication' / 'tuning').rglob('results.json'))
+  records = [load(part) for part in parts]
+  rows = [row for record in records for row in record['results']]
+  best = 'best_validation_accuracy' if 'best_validation_accuracy' in rows[0] else 'best_test_accuracy'
+  body = table(rows, [
+      *_communication_columns(records[0]),
+      (f'best {"validation" if best.startswith("best_validation") else "test"} acc',
+       lambda r: fmt(r[best], '.4f')),
       ('s / round', lambda r: fmt(r['seconds_per_round'], '.2f')),
       ('chosen', lambda r: 'yes' if r['chosen'] else ''),
   ])
-  return body + '\n\n' + provenance('communication/tuning', record)
+  return body + '\n\n' + '\n'.join(provenance(part, record) for part, record in zip(parts, records))
 
 
 def peer() -> str:

@@ -42,8 +42,8 @@ def test_bench_vertical_smoke(tmp_path: Path) -> None:
 
 
 def test_spread_reports_median_and_quartiles() -> None:
-  from scripts import bench_vertical  # pylint: disable=g-import-not-at-top
-  stats = bench_vertical.spread([5.0, 1.0, 4.0, 2.0, 3.0])
+  from scripts import bench_timing  # pylint: disable=g-import-not-at-top
+  stats = bench_timing.spread_with_values([5.0, 1.0, 4.0, 2.0, 3.0])
   assert (stats['median'], stats['q1'], stats['q3'], stats['min'], stats['max']) == (3, 2, 4, 1, 5)
   assert stats['all'] == [5.0, 1.0, 4.0, 2.0, 3.0]
 
