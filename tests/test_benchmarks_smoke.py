@@ -107,6 +107,11 @@ def test_process_task_models_start_at_zero_and_the_loop_sets_random_weights() ->
   assert all(np.std(k) > 0.01 for k in kernels)
   datasets = training_loop.ClientDatasets(task)
   ids = list(task.train_data.client_ids)[:3]
-  assert datasets(ids)[0] is datasets(ids[:1])[0]  # Built once per client.
+  # Each round reshuffles every client, from a seed of (run seed, round, client): the same
+  # round gives the same order, another round another order.
+  def order(round_num: int) -> list[int]:
+    return [int(y) for _, batch in datasets(ids[:1], round_num)[0] for y in batch.numpy()]
+  assert order(1) == order(1) and order(1) != order(2)
+  assert sorted(order(1)) == sorted(order(2))
   output = process.next(state, datasets(ids))
   assert output.metrics['client_work']['train']['num_examples'] == 48

@@ -41,9 +41,12 @@ def test_all_characters(written):
   for client_id in train.client_ids:
     _, labels = _all_xy(train.create_tf_dataset_for_client(client_id))
     np.testing.assert_array_equal(labels, splits['all_train'].labels[client_id])
+  # TFF's held-out examples, split by writer: every other writer (sorted) is validation.
   _, test_labels = _all_xy(task.test_data)
-  assert len(test_labels) == splits['all_test'].num_examples == 24
-  assert test_labels.max() >= 10  # Letters are in.
+  _, validation_labels = _all_xy(task.validation_data)
+  assert len(test_labels) + len(validation_labels) == splits['all_test'].num_examples == 24
+  assert len(test_labels) == len(validation_labels) == 12  # 2 of the 4 writers each.
+  assert max(test_labels.max(), validation_labels.max()) >= 10  # Letters are in.
 
 
 def test_only_digits(written):
@@ -54,8 +57,10 @@ def test_only_digits(written):
   assert len(task.train_data.client_ids) == 3  # The letters-only writer is not in it.
   _, train_labels = _all_xy(task.train_data.create_tf_dataset_from_all_clients())
   _, test_labels = _all_xy(task.test_data)
+  _, validation_labels = _all_xy(task.validation_data)
   assert len(train_labels) == splits['digits_only_train'].num_examples == 12
-  assert len(test_labels) == splits['digits_only_test'].num_examples == 12
+  assert len(test_labels) + len(validation_labels) == splits['digits_only_test'].num_examples == 12
+  assert len(test_labels) > 0 and len(validation_labels) > 0
   assert train_labels.max() < 10 and test_labels.max() < 10
 
 
