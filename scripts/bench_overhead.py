@@ -55,6 +55,7 @@ from recipes.errors import UserError
 from scripts import bench_common
 from scripts import bench_timing
 import tasks
+from tasks.models import MODELS
 
 tff = runtime.import_tff()
 import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-order
@@ -62,15 +63,19 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-orde
 _SMOKE = flags.DEFINE_bool('smoke', False, 'Tiny settings (synthetic task, tiny model, 2 rounds): a wiring check.')
 _ABLATIONS = flags.DEFINE_bool('ablations', False, 'Also time the steps between raw TFF and the recipes.')
 _ONLY = flags.DEFINE_list('only', None, 'Time only these contenders (Keras always runs: it is the baseline).')
-_ROUNDS = flags.DEFINE_integer('rounds', 12, 'Timed rounds per contender.')
-_WARMUP_ROUNDS = flags.DEFINE_integer('warmup_rounds', 2, 'Untimed rounds first (tracing, caches).')
-_CLIENTS_PER_ROUND = flags.DEFINE_integer('clients_per_round', 10, 'Clients per round.')
+_ROUNDS = flags.DEFINE_integer('rounds', 12, 'Timed rounds per contender.', lower_bound=1)
+_WARMUP_ROUNDS = flags.DEFINE_integer('warmup_rounds', 2, 'Untimed rounds first (tracing, caches).',
+                                     lower_bound=0)
+_CLIENTS_PER_ROUND = flags.DEFINE_integer('clients_per_round', 10, 'Clients per round.', lower_bound=1)
 _NUM_CLIENTS = flags.DEFINE_integer(
-    'num_clients', 100, 'mnist_digits clients, iid: 8,000 examples / this many per client.')
-_BATCH_SIZE = flags.DEFINE_integer('batch_size', 20, 'Local (and Keras) batch size.')
-_MODEL = flags.DEFINE_string('model', 'cnn', 'Model (one of tasks.models.MODELS).')
-_LEARNING_RATE = flags.DEFINE_float('learning_rate', 0.05, 'Client (and Keras) SGD learning rate.')
-_SEED = flags.DEFINE_integer('seed', 0, 'Seeds the partition and client sampling.')
+    'num_clients', 100, 'mnist_digits clients, iid: 7,000 examples / this many per client.',
+    lower_bound=1)
+_BATCH_SIZE = flags.DEFINE_integer('batch_size', 20, 'Local (and Keras) batch size.', lower_bound=1)
+_MODEL = flags.DEFINE_enum('model', 'cnn', list(MODELS), 'Model.')
+_LEARNING_RATE = flags.DEFINE_float('learning_rate', 0.05, 'Client (and Keras) SGD learning rate (> 0).',
+                                     lower_bound=0.0)
+_SEED = flags.DEFINE_integer('seed', 0, 'Seeds the partition and client sampling.', lower_bound=0,
+                             upper_bound=2**31 - 1)
 _RESULTS_DIR = flags.DEFINE_string(
     'results_dir', str(bench_common.RESULTS_ROOT / 'overhead'), 'Where results go.')
 
@@ -303,6 +308,21 @@ def plot(rows: Sequence[dict[str, Any]], path: Any, *, title: str) -> None:
   plt.close(fig)
 
 
+CONTENDERS = ('keras_fit', 'tff_defaults', 'iterator', 'iterator_cached', 'fixed_input_spec',
+              'no_initializer_draws', 'recipes')
+
+
+def validate_flags() -> None:
+  """Single-flag checks beyond the bounds, right after parsing."""
+  if _LEARNING_RATE.value <= 0:
+    raise UserError(f'--learning_rate must be positive, got {_LEARNING_RATE.value}')
+  if not _RESULTS_DIR.value.strip():
+    raise UserError('--results_dir must not be empty')
+  unknown = sorted(set(_ONLY.value or ()) - set(CONTENDERS))
+  if unknown:
+    raise UserError(f'unknown --only={",".join(unknown)}; choose from {", ".join(CONTENDERS)}')
+
+
 def main(argv: Sequence[str]) -> None:
   del argv
   settings = {
@@ -355,4 +375,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == '__main__':
-  cli.run(main)
+  cli.run(main, validate=validate_flags)

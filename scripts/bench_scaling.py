@@ -37,6 +37,7 @@ from recipes.errors import UserError
 from scripts import bench_common
 from scripts import bench_timing
 import tasks
+from tasks.models import MODELS
 
 # At import, as the recipes do: TensorFlow imported later, inside absl's app.run, built
 # broken Keras models here ("Attempt to convert a value (None)" in Flatten).
@@ -45,13 +46,17 @@ tff = runtime.import_tff()
 _SMOKE = flags.DEFINE_bool('smoke', False, 'Tiny settings (synthetic task, 2 configurations): a wiring check.')
 _CLIENTS = flags.DEFINE_list('clients_per_round', ['10', '50', '100', '200'], 'Client counts to sweep.')
 _MODELS = flags.DEFINE_list('models', ['tiny', '2nn', 'cnn_dropout', 'cnn'], 'Models to sweep.')
-_CLIENTS_MODEL = flags.DEFINE_string('clients_model', 'cnn', 'Model of the clients-per-round sweep.')
-_MODELS_CLIENTS = flags.DEFINE_integer('models_clients_per_round', 10, 'Clients per round of the model sweep.')
-_NUM_CLIENTS = flags.DEFINE_integer('num_clients', 200, 'mnist_digits clients (IID split of 8,000 examples).')
-_BATCH_SIZE = flags.DEFINE_integer('batch_size', 20, 'Local batch size.')
-_ROUNDS = flags.DEFINE_integer('rounds', 3, 'Timed rounds per configuration.')
-_WARMUP_ROUNDS = flags.DEFINE_integer('warmup_rounds', 1, 'Untimed rounds first.')
-_TIMEOUT = flags.DEFINE_float('timeout_seconds', 900, 'Limit per configuration.')
+_CLIENTS_MODEL = flags.DEFINE_enum('clients_model', 'cnn', list(MODELS),
+                                   'Model of the clients-per-round sweep.')
+_MODELS_CLIENTS = flags.DEFINE_integer('models_clients_per_round', 10,
+                                      'Clients per round of the model sweep.', lower_bound=1)
+_NUM_CLIENTS = flags.DEFINE_integer('num_clients', 200, 'mnist_digits clients (IID split of 7,000 examples).',
+                                    lower_bound=1)
+_BATCH_SIZE = flags.DEFINE_integer('batch_size', 20, 'Local batch size.', lower_bound=1)
+_ROUNDS = flags.DEFINE_integer('rounds', 3, 'Timed rounds per configuration.', lower_bound=1)
+_WARMUP_ROUNDS = flags.DEFINE_integer('warmup_rounds', 1, 'Untimed rounds first.', lower_bound=0)
+_TIMEOUT = flags.DEFINE_float('timeout_seconds', 900, 'Limit per configuration (> 0).',
+                              lower_bound=0.0)
 _RESULTS_DIR = flags.DEFINE_string(
     'results_dir', str(bench_common.RESULTS_ROOT / 'scaling'), 'Where results go.')
 _MEASURE = flags.DEFINE_string('measure', None, 'Internal: JSON of one configuration to measure in this process.')
@@ -203,6 +208,28 @@ def _fit_table(fits: dict[str, Any]) -> str:
              ('r2', 'R^2', '.3f')])
 
 
+def validate_flags() -> None:
+  """Single-flag checks beyond the bounds, right after parsing."""
+  if _TIMEOUT.value <= 0:
+    raise UserError(f'--timeout_seconds must be positive, got {_TIMEOUT.value}')
+  if not _RESULTS_DIR.value.strip():
+    raise UserError('--results_dir must not be empty')
+  unknown = sorted(set(_MODELS.value) - set(MODELS))
+  if unknown:
+    raise UserError(f'unknown --models={",".join(unknown)}; choose from {", ".join(MODELS)}')
+  try:
+    counts = [int(c) for c in _CLIENTS.value]
+  except ValueError:
+    raise UserError(f'--clients_per_round must be integers, got {",".join(_CLIENTS.value)}') from None
+  if not counts or min(counts) < 1:
+    raise UserError('--clients_per_round must be positive integers')
+  if _MEASURE.value is not None:
+    try:
+      json.loads(_MEASURE.value)
+    except ValueError:
+      raise UserError('--measure must be JSON (it is internal: the sweep passes it)') from None
+
+
 def main(argv: Sequence[str]) -> None:
   del argv
   if _MEASURE.value:
@@ -253,4 +280,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == '__main__':
-  cli.run(main)
+  cli.run(main, validate=validate_flags)

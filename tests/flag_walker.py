@@ -62,6 +62,9 @@ BAD_STRINGS = {
     'runs_dir': '',
     'package_dir': '/no/such/dir',
     'populations': '0',
+    'clients_model': 'no_such_model',
+    'clients_per_round': '0',  # bench_scaling's list of counts (elsewhere an integer flag).
+    'measure': '{not json',
     'worker_counts': '0',
     'service': 'fedrecipes-worker',  # No port.
 }
