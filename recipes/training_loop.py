@@ -420,6 +420,14 @@ def _replay_tensorboard(directory: Path, rows: Sequence[dict[str, str]]) -> Any:
   return writer
 
 
+def target_reached(accuracy: float, target: float) -> bool:
+  """Whether `accuracy` reaches `target`, compared at the float32 precision Keras computes in.
+
+  950 correct of 1,000 is 0.94999999 in float32 and must count as reaching 0.95.
+  """
+  return bool(np.float32(accuracy) >= np.float32(target))
+
+
 def run_training(
     process: tff.learning.templates.LearningProcess,
     task: Task,
@@ -539,8 +547,8 @@ def run_training(
         row.update(validation(weights))
         if federated_evaluator is not None:
           row.update(federated_evaluator(weights, round_num))
-      reached = (config.target_accuracy is not None
-                 and row.get('validation_accuracy', -1.0) >= config.target_accuracy)
+      reached = (config.target_accuracy is not None and 'validation_accuracy' in row
+                 and target_reached(row['validation_accuracy'], config.target_accuracy))
       diverged = not all(math.isfinite(v) for v in row.values())
       if (last_round or reached or diverged
           or (config.rounds_per_test and round_num % config.rounds_per_test == 0)):

@@ -155,3 +155,12 @@ def test_federated_evaluation_reports_the_spread_over_clients(tmp_path: Path) ->
   assert rows[0]['fed_eval_clients'] == ''  # Only on evaluation rounds.
   summary = helpers.read_json(tmp_path / 'fed' / 'summary.json')
   assert summary['final_federated_eval']['fed_eval_accuracy_p50'] == values['p50']
+
+
+def test_target_is_compared_at_keras_float32_precision() -> None:
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from recipes import training_loop  # pylint: disable=g-import-not-at-top
+  keras_accuracy = float(np.float32(950) / np.float32(1000))  # 0.949999988...
+  assert keras_accuracy < 0.95
+  assert training_loop.target_reached(keras_accuracy, 0.95)
+  assert not training_loop.target_reached(float(np.float32(949) / np.float32(1000)), 0.95)
