@@ -84,7 +84,7 @@ def demo() -> str:
       ('training s (sum of rounds)', lambda r: fmt(r['train_seconds'], '.0f')),
       ('whole process s', lambda r: fmt(r['process_seconds'], '.0f')),
   ])
-  return (f'{body}\n\nMedian [quartiles] over the {len(rows)} seeds: {stat("rounds_to_target", ".0f")} '
+  return (f'{body}\n\nMedian [quartiles] over {len(rows)} seed{"s" if len(rows) > 1 else ""}: {stat("rounds_to_target", ".0f")} '
           f'rounds, test accuracy {stat("test_accuracy", ".4f")}, {stat("train_seconds", ".0f")} s '
           f'of training, {stat("process_seconds", ".0f")} s for the whole process.\n\n'
           + provenance('demo', record))
