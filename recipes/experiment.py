@@ -19,6 +19,7 @@ from absl import flags
 
 import tasks
 from recipes import aggregator_flags
+from recipes import benchmark_task_flags
 from recipes import optimizers
 from recipes import outputs
 from recipes import runtime
@@ -88,8 +89,11 @@ def define_flags(
                     'per client as in McMahan et al., dirichlet = label skew set by --alpha).')
   flags.DEFINE_float('alpha', 0.5, 'Dirichlet concentration for --partition=dirichlet (smaller = '
                      'more skew); > 0.', lower_bound=0.0)
-  flags.DEFINE_string('cache_dir', None, 'emnist_character: directory holding emnist_all.sqlite (default ~/.tff).')
-  flags.DEFINE_bool('only_digits', False, 'emnist_character: the 10-digit subset instead of 62 classes.')
+  flags.DEFINE_string('cache_dir', None, 'emnist_character and the benchmark-suite tasks: '
+                      'directory holding the dataset files (default ~/.tff).')
+  flags.DEFINE_bool('only_digits', False, 'emnist_character / emnist_autoencoder: the 10-digit '
+                    'subset instead of 62 classes.')
+  benchmark_task_flags.define_flags()
   # Local training.
   flags.DEFINE_integer('client_epochs_per_round', 1, 'Local epochs per round.', lower_bound=1)
   flags.DEFINE_integer('client_batch_size', client_batch_size,
@@ -114,8 +118,11 @@ def define_flags(
   flags.DEFINE_integer('rounds_per_checkpoint', 10, 'Checkpoint the server state every this many rounds.',
                        lower_bound=1)
   flags.DEFINE_float('target_accuracy', None,
-                     'Stop once validation accuracy reaches this, in (0, 1]; the summary records '
-                     'the round, and the test set is evaluated there.', lower_bound=0.0, upper_bound=1.0)
+                     'Stop once the validation value of the task\'s headline metric reaches '
+                     'this, in (0, 1] (accuracy; stackoverflow_word: accuracy without '
+                     'pad/OOV/EOS; stackoverflow_tag: recall@5; emnist_autoencoder: mean squared '
+                     'error, reached by falling to it); the summary records the round, and the '
+                     'test set is evaluated there.', lower_bound=0.0, upper_bound=1.0)
   flags.DEFINE_integer('federated_eval_clients', 0,
                        'Federated evaluation: at every evaluation, also evaluate the server model '
                        'on this many sampled clients\' own held-out examples and log the mean and '
@@ -228,8 +235,9 @@ def _create_task() -> tasks.Task:
       max_elements=FLAGS.max_batches_per_client,
   )
   only_for = {'num_clients': ('mnist_digits', 'synthetic'),
-              'partition': ('mnist_digits', 'synthetic'), 'alpha': ('mnist_digits', 'synthetic'), 'cache_dir': ('emnist_character',),
-              'only_digits': ('emnist_character',)}
+              'partition': ('mnist_digits', 'synthetic'), 'alpha': ('mnist_digits', 'synthetic'),
+              'cache_dir': ('emnist_character',) + tasks.benchmark_suite.TASKS,
+              'only_digits': ('emnist_character', 'emnist_autoencoder')}
   for name, task_names in only_for.items():
     if FLAGS[name].present and FLAGS.task not in task_names:
       raise UserError(f'--{name} does not apply to --task={FLAGS.task} (only to {"/".join(task_names)})')
@@ -239,6 +247,7 @@ def _create_task() -> tasks.Task:
       FLAGS.task, model=FLAGS.model, client_spec=client_spec, num_clients=FLAGS.num_clients,
       partition=FLAGS.partition, alpha=FLAGS.alpha, seed=FLAGS.seed, cache_dir=FLAGS.cache_dir,
       only_digits=FLAGS.only_digits,
+      suite_options=benchmark_task_flags.options_from_flags(FLAGS.task),
   )
 
 
@@ -389,11 +398,13 @@ def run(
 def _print_summary(summary: dict[str, Any], out) -> None:
   line = (f'{summary["recipe"]} on {summary["task"]}: {summary["status"]} after '
           f'{summary["rounds_completed"]} rounds')
-  if summary.get('final_validation_accuracy') is not None:
-    line += (f', validation accuracy {summary["final_validation_accuracy"]:.4f} '
-             f'(best {summary["best_validation_accuracy"]:.4f})')
-  if summary.get('final_test_accuracy') is not None:
-    line += f', test accuracy {summary["final_test_accuracy"]:.4f}'
+  headline = summary.get('headline_metric', 'accuracy')
+  label = headline.replace('_', ' ')
+  if summary.get(f'final_validation_{headline}') is not None:
+    line += (f', validation {label} {summary[f"final_validation_{headline}"]:.4f} '
+             f'(best {summary[f"best_validation_{headline}"]:.4f})')
+  if summary.get(f'final_test_{headline}') is not None:
+    line += f', test {label} {summary[f"final_test_{headline}"]:.4f}'
   if summary.get('target_reached_round'):
     line += (f'; validation reached {summary["target_accuracy"]} at round '
              f'{summary["target_reached_round"]}')

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -26,17 +26,27 @@ def flatten_metrics(metrics: Any, prefix: str = '') -> dict[str, float]:
   return flat
 
 
-def training_row(round_num: int, metrics: Mapping[str, Any]) -> dict[str, float]:
+def training_row(
+    round_num: int,
+    metrics: Mapping[str, Any],
+    metric_columns: Sequence[tuple[str, str]] = (('sparse_categorical_accuracy', 'accuracy'),),
+) -> dict[str, float]:
   """Picks the columns a researcher reads from one `LearningProcess.next` metrics output.
 
-  Train loss/accuracy/examples come from `client_work/train`; aggregator measurements
-  (clip norms, zeroed fraction, noise, ...) are kept under `aggregator/...`.
+  Train loss/examples and the task's metrics come from `client_work/train`; aggregator
+  measurements (clip norms, zeroed fraction, noise, ...) are kept under `aggregator/...`.
+
+  Args:
+    round_num: The round.
+    metrics: `LearningProcess.next(...).metrics`.
+    metric_columns: (model metric name, column suffix) pairs: metric `name` becomes
+      column `train_<suffix>` (default: a classifier's accuracy).
   """
   flat = flatten_metrics(metrics)
   row: dict[str, float] = {'round': round_num}
   renames = {
       'client_work/train/loss': 'train_loss',
-      'client_work/train/sparse_categorical_accuracy': 'train_accuracy',
+      **{f'client_work/train/{name}': f'train_{suffix}' for name, suffix in metric_columns},
       'client_work/train/num_examples': 'train_examples',
   }
   for source, column in renames.items():

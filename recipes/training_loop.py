@@ -57,13 +57,24 @@ from recipes import outputs
 from recipes.errors import UserError
 from recipes.runtime import import_tff
 from tasks.base import Task
+from tasks.base import TaskMetrics
 
 tff = import_tff()
 
+# The columns of a classifier task (`TaskMetrics()`); `csv_columns(task)` gives any task's.
 CSV_COLUMNS = [
     'round', 'clients', 'train_loss', 'train_accuracy', 'train_examples',
     'validation_loss', 'validation_accuracy', 'test_loss', 'test_accuracy', 'round_seconds',
 ]
+
+
+def csv_columns(metrics: TaskMetrics) -> list[str]:
+  """The leading metrics.csv columns of a task with these metrics (CSV_COLUMNS for a classifier)."""
+  def group(prefix: str) -> list[str]:
+    return [f'{prefix}_loss'] + [f'{prefix}_{suffix}' for suffix in metrics.suffixes]
+  return (['round', 'clients'] + group('train') + ['train_examples'] + group('validation')
+          + group('test') + ['round_seconds'])
+
 SAMPLINGS = ('uniform', 'poisson')
 # Environment variable of the tests' pause hook (see `_test_hook`).
 TEST_PAUSE_ENV = 'FEDRECIPES_TEST_PAUSE'
@@ -254,7 +265,8 @@ def for_learning_process(task: Task, *, skip_initializer_draws: bool = True) -> 
   keras_model_fn = task.keras_model_fn
   with tf.init_scope():  # Eager even if called while TFF traces a computation.
     input_spec = task.input_spec
-    if skip_initializer_draws:
+    # A task's own TFF model (`tff_model_fn`) is not built from `keras_model_fn`.
+    if skip_initializer_draws and task.tff_model_fn is None:
       keras_model_fn = _zero_initialized_builder(task.keras_model_fn) or task.keras_model_fn
   fields = {f.name: getattr(task, f.name) for f in dataclasses.fields(Task)}
   return _ProcessTask(**{**fields, 'keras_model_fn': keras_model_fn},
@@ -270,6 +282,9 @@ def initial_model_weights(task: Task, seed: int | None = None) -> Any:
   """
   if seed is not None:
     tf.keras.utils.set_random_seed(seed)
+  if task.tff_model_fn is not None:
+    return tff.learning.models.ModelWeights.from_model(
+        task.tff_model_fn()).convert_variables_to_arrays()
   model = task.keras_model_fn()
   return tff.learning.models.ModelWeights(
       trainable=[v.numpy() for v in model.trainable_weights],
@@ -277,33 +292,87 @@ def initial_model_weights(task: Task, seed: int | None = None) -> Any:
 
 
 class Evaluator:
-  """Evaluates server weights on one centralized dataset with a Keras copy of the model.
+  """Evaluates server weights on one centralized dataset, with the task's own metrics.
+
+  A classifier task is evaluated by a compiled Keras copy of its model. A task with its
+  own TFF model (`Task.tff_model_fn`, e.g. a TFF baseline task) is evaluated by that
+  model: its `forward_pass` over the data updates its own metrics, so that loss and
+  metrics are exactly those TFF computes in training (masked tokens, recall@5, ...).
 
   Built after the learning processes: building a process traces the model in a graph,
   which invalidates Keras models created before it (Keras 2 / TF 2.14).
   """
 
   def __init__(self, task: Task, dataset: tf.data.Dataset, prefix: str) -> None:
-    """Compiles a Keras copy of `task`'s model; results are keyed `<prefix>_loss/_accuracy`."""
-    self._model = task.keras_model_fn()
-    self._model.compile(
-        loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=[tf.keras.metrics.SparseCategoricalAccuracy()],
-    )
-    self._data = task.preprocess_eval(dataset).cache()
+    """Builds the evaluation model; results are keyed `<prefix>_loss` and
+    `<prefix>_<suffix>` for each of `task.metrics`."""
+    self._columns = task.metrics.columns
     self._prefix = prefix
+    self._data = task.preprocess_eval(dataset)
+    if task.tff_model_fn is not None:
+      # Not cached in memory: these sets are read lazily from TFF's SQL files and may be
+      # large (StackOverflow's test split has 16M sentences).
+      self._model = task.tff_model_fn()
+      model = self._model
+
+      @tf.function
+      def evaluate(data):
+        model.reset_metrics()
+        for batch in data:
+          model.forward_pass(batch, training=False)
+
+      self._evaluate_tff = evaluate
+      # The Keras metric objects that `forward_pass` updates (every model made by
+      # `tff.learning.models.from_keras_model`, which every TFF baseline task uses). Their
+      # `result()` is what TFF's metric finalizers compute; the finalizers themselves
+      # build Keras metrics inside a `tf.function` and cannot run eagerly twice.
+      if not hasattr(model, 'get_metrics'):
+        raise TypeError(f'task {task.name}: evaluation needs a model from '
+                        'tff.learning.models.from_keras_model')
+      self._metrics = {metric.name: metric for metric in model.get_metrics()}
+    else:
+      self._data = self._data.cache()
+      self._model = task.keras_model_fn()
+      self._model.compile(
+          loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+          metrics=[tf.keras.metrics.SparseCategoricalAccuracy()],
+      )
+      self._evaluate_tff = None
 
   def __call__(self, model_weights: Any) -> dict[str, float]:
-    """Loss and accuracy of `model_weights` (`tff.learning.models.ModelWeights`)."""
-    model_weights.assign_weights_to(self._model)
-    result = self._model.evaluate(self._data, verbose=0, return_dict=True)
+    """Loss and metrics of `model_weights` (`tff.learning.models.ModelWeights`)."""
+    if self._evaluate_tff is not None:
+      # Position by position, like `assign_weights_to` does for Keras models (the
+      # process's weights may come as tuples, the model's variables as lists).
+      for variables, values in ((self._model.trainable_variables, model_weights.trainable),
+                                (self._model.non_trainable_variables,
+                                 model_weights.non_trainable)):
+        for variable, value in zip(variables, values, strict=True):
+          variable.assign(value)
+      self._evaluate_tff(self._data)
+      result = {name: metric.result() for name, metric in self._metrics.items()}
+    else:
+      model_weights.assign_weights_to(self._model)
+      result = self._model.evaluate(self._data, verbose=0, return_dict=True)
     return {f'{self._prefix}_loss': float(result['loss']),
-            f'{self._prefix}_accuracy': float(result['sparse_categorical_accuracy'])}
+            **{f'{self._prefix}_{suffix}': float(result[name]) for name, suffix in self._columns}}
 
 
 FEDERATED_EVAL_COLUMNS = ('fed_eval_accuracy_mean', 'fed_eval_accuracy_p10',
                           'fed_eval_accuracy_p50', 'fed_eval_accuracy_p90',
                           'fed_eval_accuracy_min', 'fed_eval_loss_mean', 'fed_eval_clients')
+
+
+def federated_eval_columns(metrics: TaskMetrics) -> tuple[str, ...]:
+  """FEDERATED_EVAL_COLUMNS for a task's headline metric (the same names for a classifier).
+
+  The fifth column is the worst client: `_min` of a metric that improves upwards, `_max`
+  of one that improves downwards.
+  """
+  columns = [c.replace('accuracy', metrics.headline) for c in FEDERATED_EVAL_COLUMNS]
+  if not metrics.higher_is_better:
+    columns[4] = columns[4].replace('_min', '_max')
+  return tuple(columns)
 
 
 class _FederatedEvaluator:
@@ -319,6 +388,10 @@ class _FederatedEvaluator:
   def __init__(self, process_task: Task, datasets: ClientDatasets, client_ids: Sequence[str],
                num_clients: int, seed: int) -> None:
     self._process = tff.learning.algorithms.build_fed_eval(process_task.model_fn)
+    metrics = process_task.metrics
+    self._metric = next(name for name, suffix in metrics.columns if suffix == metrics.headline)
+    self._columns = federated_eval_columns(metrics)
+    self._worst = np.min if metrics.higher_is_better else np.max
     self._datasets = datasets
     self._client_ids = client_ids
     self._num_clients = num_clients
@@ -334,18 +407,14 @@ class _FederatedEvaluator:
     for dataset in self._datasets.held_out(sampled):
       metrics = self._process.next(state, [dataset]).metrics['client_work']['eval']
       client = metrics['current_round_metrics']
-      accuracy.append(float(client['sparse_categorical_accuracy']))
+      accuracy.append(float(client[self._metric]))
       loss.append(float(client['loss']))
+    # `accuracy` holds the task's headline metric (accuracy for a classifier).
     accuracy, loss = np.asarray(accuracy), np.asarray(loss)
-    return {
-        'fed_eval_accuracy_mean': float(accuracy.mean()),
-        'fed_eval_accuracy_p10': float(np.percentile(accuracy, 10)),
-        'fed_eval_accuracy_p50': float(np.percentile(accuracy, 50)),
-        'fed_eval_accuracy_p90': float(np.percentile(accuracy, 90)),
-        'fed_eval_accuracy_min': float(accuracy.min()),
-        'fed_eval_loss_mean': float(loss.mean()),
-        'fed_eval_clients': len(accuracy),
-    }
+    return dict(zip(self._columns, (
+        float(accuracy.mean()), float(np.percentile(accuracy, 10)),
+        float(np.percentile(accuracy, 50)), float(np.percentile(accuracy, 90)),
+        float(self._worst(accuracy)), float(loss.mean()), len(accuracy))))
 
 
 class _Checkpoints:
@@ -420,11 +489,15 @@ def _replay_tensorboard(directory: Path, rows: Sequence[dict[str, str]]) -> Any:
   return writer
 
 
-def target_reached(accuracy: float, target: float) -> bool:
+def target_reached(accuracy: float, target: float, higher_is_better: bool = True) -> bool:
   """Whether `accuracy` reaches `target`, compared at the float32 precision Keras computes in.
 
-  950 correct of 1,000 is 0.94999999 in float32 and must count as reaching 0.95.
+  950 correct of 1,000 is 0.94999999 in float32 and must count as reaching 0.95. For a
+  metric that improves downwards (`higher_is_better=False`, e.g. a reconstruction
+  error), reaching means falling to `target` or below.
   """
+  if not higher_is_better:
+    return bool(np.float32(accuracy) <= np.float32(target))
   return bool(np.float32(accuracy) >= np.float32(target))
 
 
@@ -490,7 +563,10 @@ def run_training(
     raise UserError(
         f'the checkpoint in {out} is at round {start_round}; raise --total_rounds above it to continue'
     )
-  columns = CSV_COLUMNS + (list(FEDERATED_EVAL_COLUMNS) if config.federated_eval_clients else [])
+  metrics = task.metrics
+  headline = f'validation_{metrics.headline}'
+  columns = csv_columns(metrics) + (list(federated_eval_columns(metrics))
+                                    if config.federated_eval_clients else [])
   log = metrics_log.MetricsCsv(csv_path, columns)
   if csv_path.exists() or start_round:
     kept = log.rewind(start_round)
@@ -533,7 +609,7 @@ def run_training(
       if sampled:
         output = process.next(done_state, datasets_for(sampled, round_num))
         new_state = output.state
-        row = metrics_log.training_row(round_num, output.metrics)
+        row = metrics_log.training_row(round_num, output.metrics, metrics.columns)
       else:  # An empty Poisson cohort: a round without an update.
         new_state = done_state
         row = {'round': round_num, 'train_examples': 0}
@@ -547,8 +623,9 @@ def run_training(
         row.update(validation(weights))
         if federated_evaluator is not None:
           row.update(federated_evaluator(weights, round_num))
-      reached = (config.target_accuracy is not None and 'validation_accuracy' in row
-                 and target_reached(row['validation_accuracy'], config.target_accuracy))
+      reached = (config.target_accuracy is not None and headline in row
+                 and target_reached(row[headline], config.target_accuracy,
+                                    metrics.higher_is_better))
       diverged = not all(math.isfinite(v) for v in row.values())
       if (last_round or reached or diverged
           or (config.rounds_per_test and round_num % config.rounds_per_test == 0)):
@@ -567,7 +644,7 @@ def run_training(
       done_round, done_state, last = round_num, new_state, row
       bar.update(1)
       bar.set_postfix({k.replace('_accuracy', '_acc'): f'{row[k]:.4f}'
-                       for k in ('train_loss', 'validation_accuracy') if k in row})
+                       for k in ('train_loss', headline) if k in row})
       if reached:
         status, target_round = 'target_reached', round_num
       if diverged:
@@ -607,12 +684,15 @@ def run_training(
 def _write_summary(out: Path, task: Task, config: LoopConfig, *, status: str, rounds_completed: int,
                    last: dict[str, float], target_round: int | None,
                    round_seconds: list[float], wall_seconds: float) -> dict[str, Any]:
-  rows = metrics_log.MetricsCsv(out / 'metrics.csv', CSV_COLUMNS).rows()
+  metrics = task.metrics
+  rows = metrics_log.MetricsCsv(out / 'metrics.csv', csv_columns(metrics)).rows()
 
   def column(name: str) -> list[float]:
     return [float(r[name]) for r in rows if r.get(name) not in (None, '')]
 
-  validated, tested = column('validation_accuracy'), column('test_accuracy')
+  headline = metrics.headline
+  best = max if metrics.higher_is_better else min
+  validated, tested = column(f'validation_{headline}'), column(f'test_{headline}')
   summary = {
       'task': task.name,
       'status': status,
@@ -622,13 +702,17 @@ def _write_summary(out: Path, task: Task, config: LoopConfig, *, status: str, ro
       'sampling': config.sampling,
       **outputs.provenance(),
       'final_metrics': last,
-      'final_validation_accuracy': validated[-1] if validated else None,
-      'best_validation_accuracy': max(validated) if validated else None,
+      # The task's headline metric (accuracy for a classifier; see tasks.base.TaskMetrics):
+      # the keys below are named after it, and --target_accuracy applies to it.
+      'headline_metric': headline,
+      'headline_higher_is_better': metrics.higher_is_better,
+      f'final_validation_{headline}': validated[-1] if validated else None,
+      f'best_validation_{headline}': best(validated) if validated else None,
       # The test set is evaluated after the last round (and every --rounds_per_test):
       # tables report this number; tuning and early stopping read validation only.
-      'final_test_accuracy': tested[-1] if tested else None,
+      f'final_test_{headline}': tested[-1] if tested else None,
       'target_accuracy': config.target_accuracy,
-      'target_metric': 'validation_accuracy',
+      'target_metric': f'validation_{headline}',
       'target_reached_round': target_round,
       'wall_seconds_this_run': round(wall_seconds, 3),
       'mean_round_seconds_this_run': (round(float(np.mean(round_seconds)), 4)
@@ -638,27 +722,31 @@ def _write_summary(out: Path, task: Task, config: LoopConfig, *, status: str, ro
                    'checkpoints')},
   }
   if config.federated_eval_clients:
-    summary['final_federated_eval'] = {k: last.get(k) for k in FEDERATED_EVAL_COLUMNS}
+    summary['final_federated_eval'] = {k: last.get(k) for k in federated_eval_columns(metrics)}
   outputs.write_json(out / 'summary.json', summary)
   if rows:
-    _plot(rows, out / 'metrics.png', title=f'{out.name} ({task.name})')
+    _plot(rows, out / 'metrics.png', title=f'{out.name} ({task.name})', headline=headline,
+          worst_client_column=federated_eval_columns(metrics)[4])
   return summary
 
 
-def _plot(rows: list[dict[str, str]], path: Path, *, title: str) -> None:
+def _plot(rows: list[dict[str, str]], path: Path, *, title: str, headline: str = 'accuracy',
+          worst_client_column: str = 'fed_eval_accuracy_min') -> None:
   def column(name: str) -> tuple[list[float], list[float]]:
     pairs = [(float(r['round']), float(r[name])) for r in rows if r.get(name)]
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
-  accuracy = {'train accuracy': column('train_accuracy'),
-              'validation accuracy': column('validation_accuracy'),
-              'test accuracy': column('test_accuracy')}
+  label = headline.replace('_', ' ')
+  accuracy = {f'train {label}': column(f'train_{headline}'),
+              f'validation {label}': column(f'validation_{headline}'),
+              f'test {label}': column(f'test_{headline}')}
   panels = [('loss', {'train loss': column('train_loss'),
                       'validation loss': column('validation_loss')})]
-  if any(r.get('fed_eval_accuracy_p50') for r in rows):
-    panels.append(('federated evaluation: per-client accuracy', {
-        'p10': column('fed_eval_accuracy_p10'), 'median': column('fed_eval_accuracy_p50'),
-        'p90': column('fed_eval_accuracy_p90'), 'worst client': column('fed_eval_accuracy_min'),
-        'centralized validation': column('validation_accuracy')}))
+  if any(r.get(f'fed_eval_{headline}_p50') for r in rows):
+    panels.append((f'federated evaluation: per-client {label}', {
+        'p10': column(f'fed_eval_{headline}_p10'), 'median': column(f'fed_eval_{headline}_p50'),
+        'p90': column(f'fed_eval_{headline}_p90'),
+        'worst client': column(worst_client_column),
+        'centralized validation': column(f'validation_{headline}')}))
   outputs.plot_curves({k: v for k, v in accuracy.items() if v[0]}, path, title=title,
-                      xlabel='round', ylabel='accuracy', panels=panels)
+                      xlabel='round', ylabel=label, panels=panels)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Any, Callable
 
 import tensorflow as tf
 
@@ -12,6 +12,29 @@ from recipes.runtime import import_tff
 tff = import_tff()
 
 PreprocessFn = Callable[[tf.data.Dataset], tf.data.Dataset]
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskMetrics:
+  """Which metrics a task reports, under which names, and which one is its headline.
+
+  Attributes:
+    columns: (metric name in the TFF/Keras model, column suffix) pairs: the training
+      loop writes `train_<suffix>`, `validation_<suffix>` and `test_<suffix>`.
+    headline: The suffix of the metric that `--target_accuracy`, the summary and the
+      plot use.
+    higher_is_better: Whether the headline improves upwards (accuracy, recall) or
+      downwards (a reconstruction error).
+  """
+
+  columns: tuple[tuple[str, str], ...] = (('sparse_categorical_accuracy', 'accuracy'),)
+  headline: str = 'accuracy'
+  higher_is_better: bool = True
+
+  @property
+  def suffixes(self) -> list[str]:
+    """The column suffixes, in order."""
+    return [suffix for _, suffix in self.columns]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +73,13 @@ class Task:
     client_spec: How clients batch and iterate their data.
     description: One line for logs and the README.
     model_name: Name of the architecture `keras_model_fn` builds (e.g. `cnn`).
+    metrics: The metrics the task reports (default: a classifier's accuracy).
+    tff_model_fn: If set, builds the task's own `tff.learning` model (its loss and
+      metrics), e.g. a TFF baseline task's; `model_fn` returns it and evaluation runs
+      through it. None: `keras_model_fn` with sparse categorical cross-entropy.
+    train_preprocess_fn: If set, `preprocess_train(dataset, seed)` calls it instead of
+      the default shuffle / repeat / batch of `(x, y)` pairs.
+    eval_preprocess_fn: If set, `preprocess_eval(dataset)` calls it instead of batching.
   """
 
   name: str
@@ -61,6 +91,10 @@ class Task:
   description: str = ''
   model_name: str = ''
   validation_data: tf.data.Dataset | None = None
+  metrics: TaskMetrics = TaskMetrics()
+  tff_model_fn: Callable[[], Any] | None = None
+  train_preprocess_fn: Callable[[tf.data.Dataset, int | None], tf.data.Dataset] | None = None
+  eval_preprocess_fn: PreprocessFn | None = None
 
   def preprocess_train(self, dataset: tf.data.Dataset, seed: int | None = None) -> tf.data.Dataset:
     """Applies the client spec: shuffle, repeat for epochs, batch, cap.
@@ -71,6 +105,8 @@ class Task:
         client, so that a run is reproducible and every round shuffles anew); None
         shuffles nondeterministically.
     """
+    if self.train_preprocess_fn is not None:
+      return self.train_preprocess_fn(dataset, seed)
     spec = self.client_spec
     if spec.shuffle_buffer_size is None:
       dataset = dataset.shuffle(10_000, seed=seed)
@@ -85,7 +121,9 @@ class Task:
     return dataset
 
   def preprocess_eval(self, dataset: tf.data.Dataset, batch_size: int = 500) -> tf.data.Dataset:
-    """Batches centralized evaluation data."""
+    """Batches centralized evaluation data (or applies the task's own evaluation preprocessing)."""
+    if self.eval_preprocess_fn is not None:
+      return self.eval_preprocess_fn(dataset)
     return dataset.batch(batch_size)
 
   @property
@@ -103,7 +141,10 @@ class Task:
     return self.preprocess_train(dataset).element_spec
 
   def model_fn(self) -> tff.learning.models.VariableModel:
-    """A fresh TFF model for `tff.learning` builders (sparse categorical loss, accuracy)."""
+    """A fresh TFF model for `tff.learning` builders: the task's own (`tff_model_fn`), or
+    `keras_model_fn` with sparse categorical cross-entropy and accuracy."""
+    if self.tff_model_fn is not None:
+      return self.tff_model_fn()
     return tff.learning.models.from_keras_model(
         self.keras_model_fn(),
         input_spec=self.input_spec,

@@ -7,6 +7,7 @@ import functools
 import tensorflow as tf
 
 from recipes.errors import UserError
+from tasks import benchmark_suite
 from tasks import emnist
 from tasks import mnist_digits
 from tasks import models
@@ -14,7 +15,8 @@ from tasks import synthetic
 from tasks.base import ClientSpec
 from tasks.base import Task
 
-TASKS = ('mnist_digits', 'emnist_character', 'synthetic')
+# The cross-device suite of Reddi et al. (2021) beside EMNIST: tasks/benchmark_suite/.
+TASKS = ('mnist_digits', 'emnist_character', 'synthetic') + benchmark_suite.TASKS
 DEFAULT_MODELS = {'mnist_digits': 'cnn', 'emnist_character': 'cnn_dropout', 'synthetic': 'tiny'}
 
 DEFAULT_NUM_CLIENTS = 100
@@ -28,7 +30,10 @@ _APPLICABLE_OPTIONS = {
     'mnist_digits': _SPLIT_OPTIONS,
     'synthetic': _SPLIT_OPTIONS,
     'emnist_character': frozenset({'cache_dir', 'only_digits'}),
+    **{name: frozenset({'cache_dir'}) | benchmark_suite.APPLICABLE_OPTIONS[name]
+       for name in benchmark_suite.TASKS},
 }
+_APPLICABLE_OPTIONS['emnist_autoencoder'] |= {'only_digits'}
 
 
 def _check_options(name: str, non_default: dict[str, object], partition: str) -> None:
@@ -53,6 +58,7 @@ def create_task(
     seed: int = 0,
     cache_dir: str | None = None,
     only_digits: bool = False,
+    suite_options: benchmark_suite.SuiteOptions = benchmark_suite.SuiteOptions(),
 ) -> Task:
   """Builds a task: federated training data, a central test set and a model builder.
 
@@ -68,11 +74,15 @@ def create_task(
     seed: Seed of the split or the generated data; ignored by `emnist_character`, whose
       data is fixed.
     cache_dir: Directory holding `emnist_all.sqlite` (`emnist_character`; default ~/.tff).
-    only_digits: The 10-class digits-only EMNIST (`emnist_character`).
+    only_digits: The 10-class digits-only EMNIST (`emnist_character`, `emnist_autoencoder`).
+    suite_options: Options of the benchmark-suite tasks (`tasks.benchmark_suite`: sequence
+      length, vocabulary sizes, crop size, ...); unset ones take the paper's settings.
 
   Returns:
-    A `Task` whose datasets yield `(x, y)`: x float32 (28, 28, 1) in [0, 1] with
-    background 0, y an int32 label; its `keras_model_fn` builds models that output logits.
+    A `Task`. For `mnist_digits`, `synthetic` and `emnist_character` its datasets yield
+    `(x, y)`: x float32 (28, 28, 1) in [0, 1] with background 0, y an int32 label, and its
+    `keras_model_fn` builds models that output logits. A benchmark-suite task's datasets
+    yield TFF's raw examples, and it carries TFF's baseline model and preprocessing.
 
   Raises:
     UserError: For an unknown task or model, an option that does not apply to the task,
@@ -80,6 +90,24 @@ def create_task(
   """
   if name not in TASKS:
     raise UserError(f'unknown task {name!r}; choose one of {", ".join(TASKS)}')
+  if name in benchmark_suite.TASKS:
+    if model is not None:
+      raise UserError(f'model={model!r} does not apply to task {name!r}: it trains the '
+                      'model of TFF\'s baseline task (see tasks/benchmark_suite)')
+    non_default = {
+        option: value for option, value, default in (
+            ('num_clients', num_clients, DEFAULT_NUM_CLIENTS),
+            ('partition', partition, DEFAULT_PARTITION),
+            ('alpha', alpha, DEFAULT_ALPHA),
+            ('only_digits', only_digits, False),
+        ) if value != default
+    }
+    _check_options(name, {**non_default, **benchmark_suite.set_options(suite_options)}, partition)
+    return benchmark_suite.create_task(name, client_spec=client_spec, cache_dir=cache_dir,
+                                       only_digits=only_digits, options=suite_options)
+  if benchmark_suite.set_options(suite_options):
+    raise UserError(f'{", ".join(benchmark_suite.set_options(suite_options))} do(es) not apply to '
+                    f'task {name!r} (only to the benchmark-suite tasks)')
   model = DEFAULT_MODELS[name] if model is None else model
   if model not in models.MODELS:
     raise UserError(f'unknown model {model!r}; choose one of {", ".join(models.MODELS)}')

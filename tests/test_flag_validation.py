@@ -24,6 +24,7 @@ BINARIES = (
     'scripts.bench_remote', 'scripts.bench_robustness', 'scripts.bench_scaling',
     'scripts.bench_vertical', 'scripts.convert_mnist', 'scripts.start_worker',
     'scripts.bench_demo', 'scripts.bench_federated_eval', 'scripts.bench_flower',
+    'scripts.bench_suite_population',
 )
 
 

@@ -32,7 +32,9 @@ def _labels(dataset: tf.data.Dataset) -> tf.Tensor:
 
 
 def test_mnist_digits_defaults(mnist_task):
-  assert TASKS == ('mnist_digits', 'emnist_character', 'synthetic')
+  assert TASKS == ('mnist_digits', 'emnist_character', 'synthetic', 'emnist_autoencoder',
+                   'cifar100_image', 'shakespeare_character', 'stackoverflow_word',
+                   'stackoverflow_tag')
   assert mnist_task.num_classes == 10
   assert mnist_task.model_name == 'cnn' and mnist_task.keras_model_fn().name == 'cnn'
   train = mnist_task.train_data

@@ -1,0 +1,298 @@
+"""The benchmark-suite tasks (tasks/benchmark_suite) on generated files in TFF's own formats."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recipes import training_loop
+from recipes.errors import UserError
+from recipes.runtime import import_tff
+from tasks import benchmark_suite
+from tasks import create_task
+from tests import benchmark_fixtures
+from tests import emnist_sqlite
+from tests import helpers
+
+tff = import_tff()
+
+# Small settings through each task's own options (the fixtures are tiny).
+SMALL = {
+    'emnist_autoencoder': benchmark_suite.SuiteOptions(),
+    'cifar100_image': benchmark_suite.SuiteOptions(crop_size=8),
+    'shakespeare_character': benchmark_suite.SuiteOptions(sequence_length=8),
+    'stackoverflow_word': benchmark_suite.SuiteOptions(sequence_length=6),
+    'stackoverflow_tag': benchmark_suite.SuiteOptions(),
+}
+
+
+@pytest.fixture(scope='module')
+def cache(tmp_path_factory) -> Path:
+  """A cache dir holding every suite file (generated in about a second)."""
+  return benchmark_fixtures.write_all(tmp_path_factory.mktemp('suite_cache'))
+
+
+def _task(name: str, cache: Path, **kwargs):
+  return create_task(name, cache_dir=str(cache), suite_options=SMALL[name], **kwargs)
+
+
+@pytest.mark.parametrize('name,clients,headline', [
+    ('emnist_autoencoder', 4, 'mean_squared_error'),
+    ('cifar100_image', 6, 'accuracy'),
+    ('shakespeare_character', 4, 'accuracy'),
+    ('stackoverflow_word', 6, 'accuracy_no_oov_no_eos'),
+    ('stackoverflow_tag', 6, 'recall_at_5'),
+])
+def test_each_task_is_tffs_baseline_over_its_file(cache, name, clients, headline):
+  task = _task(name, cache)
+  assert len(task.train_data.client_ids) == clients
+  assert task.metrics.headline == headline
+  model = task.model_fn()
+  assert isinstance(model, tff.learning.models.VariableModel)
+  # The Keras builder is TFF's own: the same weights as the baseline's model.
+  assert ([tuple(v.shape) for v in model.trainable_variables]
+          == [tuple(w.shape) for w in task.keras_model_fn().trainable_weights])
+  # Training batches have the element type the model was built for.
+  client = task.train_data.client_ids[0]
+  batches = task.preprocess_train(task.train_data.create_tf_dataset_for_client(client), seed=1)
+  assert batches.element_spec == model.input_spec
+  assert len(list(batches)) >= 1
+  metric_names = set(model.metric_finalizers())
+  assert {source for source, _ in task.metrics.columns} <= metric_names
+
+
+def test_client_shuffle_is_seeded(cache):
+  task = _task('stackoverflow_word', cache)
+  client = task.train_data.client_ids[0]
+
+  def order(seed):
+    dataset = task.preprocess_train(task.train_data.create_tf_dataset_for_client(client), seed)
+    return np.concatenate([x.numpy().ravel() for x, _ in dataset])
+
+  np.testing.assert_array_equal(order(5), order(5))
+  assert any(not np.array_equal(order(5), order(s)) for s in (6, 7, 8))
+
+
+def test_autoencoder_evaluation_is_tffs_mean_squared_error(cache):
+  task = _task('emnist_autoencoder', cache)
+  weights = training_loop.initial_model_weights(task, seed=0)
+  zero = tff.learning.models.ModelWeights(
+      trainable=[np.zeros_like(w) for w in weights.trainable],
+      non_trainable=[np.zeros_like(w) for w in weights.non_trainable])
+  result = training_loop.Evaluator(task, task.validation_data, 'validation')(zero)
+  # Zero weights: every sigmoid output is 0.5. Validation is every other held-out writer.
+  splits = emnist_sqlite.write_emnist_sqlite(cache.parent / 'check.sqlite')['all_test']
+  writers = sorted(splits.images)[0::2]
+  pixels = np.concatenate([splits.images[w].reshape(-1, 784) / 255.0 for w in writers])
+  assert result['validation_mean_squared_error'] == pytest.approx(
+      np.mean((pixels - 0.5) ** 2), rel=1e-4)
+  assert result['validation_mean_absolute_error'] == pytest.approx(
+      np.mean(np.abs(pixels - 0.5)), rel=1e-4)
+  assert result['validation_loss'] == pytest.approx(np.mean((pixels - 0.5) ** 2), rel=1e-4)
+
+
+def test_tag_prediction_evaluation_is_recall_at_5_and_precision(cache):
+  task = _task('stackoverflow_tag', cache)
+  weights = training_loop.initial_model_weights(task, seed=0)
+  kernel, bias = weights.trainable
+  # No word matters; the bias ranks tags 3-7 first and makes them positive (sigmoid 0.73),
+  # tags 0-2 not (0.27). (All-equal scores would make top-5 the first five tags.)
+  bias = np.where(np.arange(bias.shape[0]) >= 3, 1.0, -1.0).astype(np.float32)
+  set_weights = tff.learning.models.ModelWeights(
+      trainable=[np.zeros_like(kernel), bias], non_trainable=[])
+  result = training_loop.Evaluator(task, task.validation_data, 'validation')(set_weights)
+  # Validation: all 18 held-out questions (3 users x 6, fewer than 10,000); user k asks
+  # questions with tags (k + i) % 8, i = 0..5, one tag each.
+  tags = np.array([(k + i) % 8 for k in range(3) for i in range(6)])
+  hits = np.sum(tags >= 3)  # 12 of 18.
+  assert result['validation_recall_at_5'] == pytest.approx(hits / len(tags))
+  # Precision at the 0.5 threshold: 5 predicted tags per question, one of them true or none.
+  assert result['validation_precision'] == pytest.approx(hits / (5 * len(tags)))
+
+
+@pytest.mark.parametrize('name', benchmark_suite.TASKS)
+def test_missing_files_are_named_with_the_cache_dir_and_urls(tmp_path, name):
+  with pytest.raises(UserError) as raised:
+    create_task(name, cache_dir=str(tmp_path))
+  message = str(raised.value)
+  assert '\n' not in message and str(tmp_path) in message and 'nothing is downloaded' in message
+  for data_file in benchmark_suite.DATA_FILES[name]:
+    assert data_file.path in message and data_file.url in message
+  assert list(tmp_path.iterdir()) == []  # Nothing was downloaded or created.
+
+
+def test_only_the_missing_files_are_named(cache, tmp_path):
+  shutil.copy(cache / 'stackoverflow.sqlite', tmp_path / 'stackoverflow.sqlite')
+  with pytest.raises(UserError, match='needs datasets/stackoverflow.word_count, '
+                                      'datasets/stackoverflow.tag_count in') as raised:
+    create_task('stackoverflow_tag', cache_dir=str(tmp_path))
+  assert 'stackoverflow.sqlite.lzma' not in str(raised.value)
+
+
+def _copy_cache(cache: Path, target: Path) -> Path:
+  shutil.copytree(cache, target)
+  return target
+
+
+def test_corrupt_and_wrong_schema_files_give_one_line(cache, tmp_path):
+  cases = []
+  # (task, file, new content or a copy source, what the message says)
+  data = (cache / 'shakespeare.sqlite').read_bytes()
+  cases.append(('shakespeare_character', 'shakespeare.sqlite', b'\x00garbage' * 500, 'not a SQLite'))
+  cases.append(('shakespeare_character', 'shakespeare.sqlite', data[:len(data) // 2], 'truncated'))
+  # Another dataset's file in CIFAR-100's place: TFF's parser rejects its examples.
+  cases.append(('cifar100_image', 'cifar100.sqlite', data, 'not TFF\'s CIFAR-100 database'))
+  no_tables = tmp_path / 'no_tables.sqlite'
+  sqlite3.connect(no_tables).execute('CREATE TABLE other (x INTEGER)').connection.commit()
+  cases.append(('emnist_autoencoder', 'emnist_all.sqlite', no_tables.read_bytes(), 'corrupt or not'))
+  cases.append(('stackoverflow_word', 'datasets/stackoverflow.word_count', b'lonely\n', 'corrupt'))
+  cases.append(('stackoverflow_tag', 'datasets/stackoverflow.tag_count', b'[1, 2', 'corrupt'))
+  cases.append(('stackoverflow_tag', 'datasets/stackoverflow.tag_count.tar.bz2', b'BZh9 partial',
+                'not the official archive'))
+  for i, (name, relative, content, needle) in enumerate(cases):
+    root = _copy_cache(cache, tmp_path / f'case{i}')
+    (root / relative).write_bytes(content)
+    with pytest.raises(UserError) as raised:
+      create_task(name, cache_dir=str(root), suite_options=SMALL[name])
+    message = str(raised.value)
+    assert '\n' not in message, message
+    assert needle in message and str(root / relative) in message, (name, relative, message)
+
+
+def test_options_that_do_not_apply_are_refused(cache):
+  with pytest.raises(UserError, match='crop_size=8 does not apply to task .shakespeare_character'):
+    create_task('shakespeare_character', cache_dir=str(cache),
+                suite_options=benchmark_suite.SuiteOptions(crop_size=8))
+  with pytest.raises(UserError, match='model=.cnn. does not apply'):
+    create_task('cifar100_image', cache_dir=str(cache), model='cnn')
+  with pytest.raises(UserError, match='sequence_length do'):
+    create_task('mnist_digits', suite_options=benchmark_suite.SuiteOptions(sequence_length=5))
+
+
+# End to end, one binary run per task: (task, recipe, flags, headline, learning signal?)
+E2E = [
+    ('emnist_character', 'recipes.fed_avg', ['--client_learning_rate=0.05'], 'accuracy', False),
+    ('emnist_autoencoder', 'recipes.fed_avg', ['--client_learning_rate=1.0'],
+     'mean_squared_error', True),
+    ('shakespeare_character', 'recipes.fed_avg',
+     ['--sequence_length=8', '--client_learning_rate=1.0', '--client_batch_size=4'], 'accuracy', True),
+    ('cifar100_image', 'recipes.fed_opt',
+     ['--crop_size=8', '--client_batch_size=4', '--server_optimizer=yogi',
+      '--client_learning_rate=0.03', '--server_learning_rate=0.1'], 'accuracy', False),
+    ('stackoverflow_word', 'recipes.fed_opt',
+     ['--sequence_length=6', '--num_validation_examples=12', '--server_optimizer=adam',
+      '--client_learning_rate=0.3', '--server_learning_rate=0.03'], 'accuracy_no_oov_no_eos', True),
+    ('stackoverflow_tag', 'recipes.fed_opt',
+     ['--server_optimizer=adagrad', '--client_learning_rate=1.0', '--server_learning_rate=0.3',
+      '--server_epsilon=0.01'], 'recall_at_5', True),
+]
+
+
+@pytest.mark.parametrize('name,module,flags,headline,learns', E2E, ids=[e[0] for e in E2E])
+def test_binary_trains_each_task_and_logs_its_metrics(cache, tmp_path, name, module, flags,
+                                                      headline, learns):
+  rounds = 4
+  result = helpers.run_module(
+      module, f'--task={name}', f'--cache_dir={cache}', f'--total_rounds={rounds}',
+      '--clients_per_round=3', '--rounds_per_eval=1', '--progress=false',
+      f'--root_output_dir={tmp_path}', '--experiment_name=run', *flags, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  out = tmp_path / 'run'
+  rows = helpers.read_rows(out / 'metrics.csv')
+  assert len(rows) == rounds
+  for prefix in ('train', 'validation', 'test'):
+    assert f'{prefix}_{headline}' in rows[0] and f'{prefix}_loss' in rows[0]
+  summary = helpers.read_json(out / 'summary.json')
+  assert summary['status'] == 'completed' and summary['headline_metric'] == headline
+  assert summary['target_metric'] == f'validation_{headline}'
+  assert summary[f'final_test_{headline}'] == pytest.approx(float(rows[-1][f'test_{headline}']))
+  assert f'test {headline.replace("_", " ")}' in result.stdout
+  assert (out / 'metrics.png').stat().st_size > 5000
+  validation = [float(r[f'validation_{headline}']) for r in rows]
+  assert all(np.isfinite(validation))
+  if learns:
+    better = (validation[-1] < validation[0] if headline == 'mean_squared_error'
+              else validation[-1] > validation[0])
+    assert better, validation
+  assert helpers.leaked_workers() == []
+
+
+def test_target_applies_to_the_headline_metric_and_direction(cache, tmp_path):
+  # The autoencoder's headline falls: a target of 0.9 (above any mean squared error of
+  # pixels in [0, 1]) is reached at the first evaluation.
+  result = helpers.run_module(
+      'recipes.fed_avg', '--task=emnist_autoencoder', f'--cache_dir={cache}', '--total_rounds=5',
+      '--clients_per_round=2', '--rounds_per_eval=1', '--progress=false', '--target_accuracy=0.9',
+      f'--root_output_dir={tmp_path}', '--experiment_name=run', timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  summary = helpers.read_json(tmp_path / 'run' / 'summary.json')
+  assert summary['status'] == 'target_reached' and summary['target_reached_round'] == 1
+
+
+def test_binary_refuses_missing_files_in_one_line(tmp_path):
+  result = helpers.run_module('recipes.fed_opt', '--task=stackoverflow_tag',
+                              f'--cache_dir={tmp_path}', timeout=300)
+  assert result.returncode == 2
+  helpers.assert_one_line_error(result, 'stackoverflow.sqlite', 'stackoverflow.word_count',
+                                'stackoverflow.tag_count', str(tmp_path), 'https://')
+
+
+def test_binary_refuses_a_task_flag_of_another_task(cache):
+  result = helpers.run_module('recipes.fed_avg', '--task=cifar100_image', f'--cache_dir={cache}',
+                              '--sequence_length=5', timeout=300)
+  helpers.assert_one_line_error(
+      result, '--sequence_length does not apply to --task=cifar100_image')
+
+
+def test_grid_prints_every_cell_with_the_papers_settings():
+  result = subprocess.run(
+      ['bash', str(helpers.ROOT / 'scripts' / 'benchmark_grid.sh'), '--print'],
+      capture_output=True, text=True, timeout=60, cwd=helpers.ROOT)
+  assert result.returncode == 0, result.stderr
+  lines = result.stdout.splitlines()
+  assert len(lines) == 30 and 'benchmark_grid: 30 cells (printed)' in result.stderr
+  by_cell = {(l.split('--task=')[1].split()[0], l.split('--experiment_name=')[1].split('-')[-1]
+              .split()[0]): l for l in lines}
+  assert len(by_cell) == 30
+  # Spot checks against the paper's tables (log10 learning rates, Appendix D).
+  so_word_yogi = by_cell[('stackoverflow_word', 'fedyogi')]
+  for flag in ('--clients_per_round=50', '--client_batch_size=16', '--total_rounds=1500',
+               '--client_learning_rate=0.316227766', '--server_learning_rate=0.01',
+               '--server_epsilon=1e-05', '--server_optimizer=yogi', 'recipes.fed_opt'):
+    assert flag in so_word_yogi, (flag, so_word_yogi)
+  cifar_avg = by_cell[('cifar100_image', 'fedavg')]
+  for flag in ('recipes.fed_avg', '--server_learning_rate=3.16227766', '--client_learning_rate=0.1',
+               '--total_rounds=4000', '--crop_size=24'):
+    assert flag in cifar_avg, (flag, cifar_avg)
+  assert '--client_learning_rate=100 ' in by_cell[('stackoverflow_tag', 'fedadagrad')]
+
+
+def test_grid_smoke_runs_cells_on_generated_fixtures(tmp_path):
+  result = subprocess.run(
+      ['bash', str(helpers.ROOT / 'scripts' / 'benchmark_grid.sh'), '--smoke', 'stackoverflow_tag',
+       'fedavg', 'fedyogi', f'--root_output_dir={tmp_path}'],
+      capture_output=True, text=True, timeout=600, cwd=helpers.ROOT, stdin=subprocess.DEVNULL)
+  assert result.returncode == 0, result.stderr[-3000:]
+  for optimizer in ('fedavg', 'fedyogi'):
+    summary = json.loads((tmp_path / f'stackoverflow_tag-{optimizer}' / 'summary.json').read_text())
+    assert summary['status'] == 'completed' and summary['rounds_completed'] == 2
+  assert helpers.leaked_workers() == []
+
+
+def test_population_benchmark_smoke(tmp_path):
+  helpers.run_module('scripts.bench_suite_population', '--smoke',
+                     f'--results_dir={tmp_path / "results"}', timeout=900, check=True)
+  record = helpers.read_json(tmp_path / 'results' / 'results.json')
+  assert [row['population'] for row in record['results']] == [100, 2_000]
+  for row in record['results']:
+    assert row['users_read'] == row['population']
+    assert row['startup_seconds'] > 0 and row['peak_mib'] > 0
+  assert record['load']['load_average_1min_samples'] and record['git_commit']
+  assert (tmp_path / 'results' / 'population.png').stat().st_size > 5000
+  assert helpers.leaked_workers() == []
