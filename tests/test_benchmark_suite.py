@@ -257,8 +257,8 @@ def test_grid_prints_every_cell_with_the_papers_settings():
   assert result.returncode == 0, result.stderr
   lines = result.stdout.splitlines()
   assert len(lines) == 30 and 'benchmark_grid: 30 cells (printed)' in result.stderr
-  by_cell = {(l.split('--task=')[1].split()[0], l.split('--experiment_name=')[1].split('-')[-1]
-              .split()[0]): l for l in lines}
+  by_cell = {(l.split('--task=')[1].split()[0],
+              l.split('--experiment_name=')[1].split()[0].rsplit('-', 1)[1]): l for l in lines}
   assert len(by_cell) == 30
   # Spot checks against the paper's tables (log10 learning rates, Appendix D).
   so_word_yogi = by_cell[('stackoverflow_word', 'fedyogi')]
