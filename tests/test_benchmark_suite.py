@@ -194,6 +194,7 @@ E2E = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name,module,flags,headline,learns', E2E, ids=[e[0] for e in E2E])
 def test_binary_trains_each_task_and_logs_its_metrics(cache, tmp_path, name, module, flags,
                                                       headline, learns):
@@ -223,6 +224,7 @@ def test_binary_trains_each_task_and_logs_its_metrics(cache, tmp_path, name, mod
   assert helpers.leaked_workers() == []
 
 
+@pytest.mark.slow
 def test_target_applies_to_the_headline_metric_and_direction(cache, tmp_path):
   # The autoencoder's headline falls: a target of 0.9 (above any mean squared error of
   # pixels in [0, 1]) is reached at the first evaluation.
@@ -273,6 +275,7 @@ def test_grid_prints_every_cell_with_the_papers_settings():
   assert '--client_learning_rate=100 ' in by_cell[('stackoverflow_tag', 'fedadagrad')]
 
 
+@pytest.mark.slow
 def test_grid_smoke_runs_cells_on_generated_fixtures(tmp_path):
   result = subprocess.run(
       ['bash', str(helpers.ROOT / 'scripts' / 'benchmark_grid.sh'), '--smoke', 'stackoverflow_tag',
@@ -285,6 +288,7 @@ def test_grid_smoke_runs_cells_on_generated_fixtures(tmp_path):
   assert helpers.leaked_workers() == []
 
 
+@pytest.mark.slow
 def test_population_benchmark_smoke(tmp_path):
   helpers.run_module('scripts.bench_suite_population', '--smoke',
                      f'--results_dir={tmp_path / "results"}', timeout=900, check=True)
