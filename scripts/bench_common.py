@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from recipes import outputs
-from recipes.errors import UserError
+from core import outputs
+from core.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 # Committed results (small: JSON, CSV, PNG) and the runs' own outputs (checkpoints,

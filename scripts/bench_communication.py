@@ -32,8 +32,8 @@ from typing import Any
 
 from absl import flags
 
+from core.errors import UserError
 from recipes import cli
-from recipes.errors import UserError
 from scripts import bench_common
 
 _SMOKE = flags.DEFINE_bool('smoke', False, 'Tiny settings (2 algorithms, 2 rounds, low target): a wiring check.')

@@ -23,7 +23,7 @@ dropped; who goes first rotates every round):
 data no longer rides along in the computation), `no_initializer_draws` (+ the zero
 initializers: the recipes' process, still on a worker that trains all clients at once);
 `recipes` then adds the recipes' worker, which trains at most one client per core at a
-time (recipes/runtime.py).
+time (core/runtime.py).
 
   python -m scripts.bench_overhead                  # the benchmark (about 3 minutes)
   python -m scripts.bench_overhead --ablations      # with the intermediate steps
@@ -47,14 +47,14 @@ from typing import Any, Callable, Sequence
 from absl import flags
 import numpy as np
 
+import tasks
+from core import runtime
+from core.errors import UserError
 from recipes import cli
 from recipes import experiment
-from recipes import runtime
 from recipes import training_loop
-from recipes.errors import UserError
 from scripts import bench_common
 from scripts import bench_timing
-import tasks
 from tasks.models import MODELS
 
 tff = runtime.import_tff()

@@ -42,10 +42,10 @@ from typing import Any, Sequence
 
 from absl import flags
 
+from core import outputs
+from core import runtime
+from core.errors import UserError
 from recipes import cli
-from recipes import outputs
-from recipes import runtime
-from recipes.errors import UserError
 from scripts import bench_common
 from scripts import bench_timing
 

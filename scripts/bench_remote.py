@@ -2,7 +2,7 @@
 
 The recipes run their computations on TFF's C++ worker. By default the recipe starts it
 as a child process; with `--tff_worker=host:port` it uses one started elsewhere with
-`python -m scripts.start_worker --port=N` (recipes/runtime.py, `use_remote_worker`).
+`python -m scripts.start_worker --port=N` (core/runtime.py, `use_remote_worker`).
 This benchmark runs the same FedAvg process (the recipes' plumbing: `experiment.Setup`,
 `training_loop.ClientDatasets`, `process.next`) round by round on both, alternating
 who goes first, and reports the remote/local ratio of seconds per round.
@@ -34,14 +34,14 @@ from absl import flags
 import numpy as np
 import portpicker
 
+import tasks
+from core import runtime
+from core.errors import UserError
 from recipes import cli
 from recipes import experiment
-from recipes import runtime
 from recipes import training_loop
-from recipes.errors import UserError
 from scripts import bench_common
 from scripts import bench_timing
-import tasks
 
 tff = runtime.import_tff()
 

@@ -29,14 +29,14 @@ from typing import Any, Sequence
 
 from absl import flags
 
+import tasks
+from core import runtime
+from core.errors import UserError
 from recipes import cli
 from recipes import experiment
-from recipes import runtime
 from recipes import training_loop
-from recipes.errors import UserError
 from scripts import bench_common
 from scripts import bench_timing
-import tasks
 from tasks.models import MODELS
 
 # At import, as the recipes do: TensorFlow imported later, inside absl's app.run, built

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from recipes import runtime
+from core import runtime
 
 _CLOCK_TICKS = os.sysconf('SC_CLK_TCK')
 

@@ -46,9 +46,9 @@ import numpy as np
 if __package__ in (None, ''):  # Run as a file: make the project importable.
   sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from core import outputs  # noqa: E402
+from core.errors import UserError  # noqa: E402
 from recipes import cli  # noqa: E402
-from recipes import outputs  # noqa: E402
-from recipes.errors import UserError  # noqa: E402
 from recipes.vertical import provenance  # noqa: E402
 from recipes.vertical import psi  # noqa: E402
 from recipes.vertical import secure_sum  # noqa: E402

@@ -2,7 +2,7 @@
 
 For every (number of workers, clients per round) this starts fresh workers with
 `scripts/start_worker.py`'s command on localhost ports, points TFF at them the way the
-recipes' `--tff_worker=a,b,...` does (`recipes.tff_workers.use_workers`: one worker runs
+recipes' `--tff_worker=a,b,...` does (`core.tff_workers.use_workers`: one worker runs
 everything, several split each round's clients), and times FedAvg rounds of the recipes'
 plumbing (`experiment.Setup`, `training_loop.ClientDatasets`, `process.next`) on the same
 sampled clients. Per configuration it records the wall seconds of each round, the CPU
@@ -35,15 +35,15 @@ from absl import flags
 import numpy as np
 import portpicker
 
+import tasks
+from core import runtime
+from core import tff_workers
+from core.errors import UserError
 from recipes import cli
 from recipes import experiment
-from recipes import runtime
-from recipes import tff_workers
 from recipes import training_loop
-from recipes.errors import UserError
 from scripts import bench_common
 from scripts import bench_timing
-import tasks
 
 tff = runtime.import_tff()
 

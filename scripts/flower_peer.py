@@ -24,10 +24,7 @@ training itself at this size: `--rebuild_model` of scripts/bench_flower.py measu
 from __future__ import annotations
 
 import functools
-import importlib.util
 import time
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -37,42 +34,27 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA_PATH = ROOT / 'tasks' / 'data' / 'mnist_digits.npz'
-NUM_CLASSES = 10
+# Numpy only: neither imports TensorFlow Federated (tests/test_layers.py).
+from tasks import mnist_arrays
+from tasks import partition as partition_lib
 
-
-def _partition_module() -> ModuleType:
-  """`tasks/partition.py`, loaded from its file.
-
-  `import tasks.partition` would run `tasks/__init__.py`, which imports TensorFlow
-  Federated; the partition module itself needs only numpy (and `recipes.errors`).
-  """
-  spec = importlib.util.spec_from_file_location('fedrecipes_partition', ROOT / 'tasks' / 'partition.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-def _to_model_inputs(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  # As tasks.mnist_digits.to_model_inputs: uint8 (N, 28, 28) -> float32 (N, 28, 28, 1) in [0, 1].
-  return (images.astype(np.float32) / 255.0)[..., np.newaxis], labels.astype(np.int32)
+NUM_CLASSES = mnist_arrays.NUM_CLASSES
 
 
 @functools.cache
 def client_datasets(num_clients: int, partition: str, seed: int) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
   """(x, y) of every client, in the order of fedrecipes' client ids; cached per process."""
-  with np.load(DATA_PATH) as npz:
-    x, y = _to_model_inputs(npz['train_images'], npz['train_labels'])
-  clients = _partition_module().partition(partition, y, num_clients, seed)
+  arrays = mnist_arrays.load_arrays()
+  x, y = mnist_arrays.to_model_inputs(arrays['train_images'], arrays['train_labels'])
+  clients = partition_lib.partition(partition, y, num_clients, seed)
   return tuple((x[indices], y[indices]) for indices in clients)
 
 
 @functools.cache
 def test_dataset() -> tuple[np.ndarray, np.ndarray]:
   """The 2,000 held-out digits."""
-  with np.load(DATA_PATH) as npz:
-    return _to_model_inputs(npz['test_images'], npz['test_labels'])
+  arrays = mnist_arrays.load_arrays()
+  return mnist_arrays.to_model_inputs(arrays['test_images'], arrays['test_labels'])
 
 
 def build_cnn():

@@ -1,4 +1,4 @@
-"""Shared test setup: TFF is imported through recipes.runtime so no worker outlives pytest."""
+"""Shared test setup: the test process opts into TFF worker hygiene so no worker outlives pytest."""
 
 import os
 import sys
@@ -10,6 +10,9 @@ if str(ROOT) not in sys.path:
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-from recipes import runtime  # noqa: E402
+from core import runtime  # noqa: E402
 
+# What every binary does in its entry point (recipes.cli.run); importing a library
+# module no longer does it (tests/test_layers.py).
+runtime.enable_worker_hygiene()
 runtime.import_tff()

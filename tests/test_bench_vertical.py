@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from recipes.outputs import read_csv
+from core.outputs import read_csv
 from tests import helpers
 
 

@@ -7,8 +7,8 @@ import math
 import dp_accounting
 import pytest
 
+from core.errors import UserError
 from recipes import privacy
-from recipes.errors import UserError
 
 
 def test_published_reference_value():

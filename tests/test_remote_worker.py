@@ -20,7 +20,7 @@ from typing import Iterator
 import portpicker
 import pytest
 
-from recipes import runtime
+from core import runtime
 from scripts import bench_timing
 from tests import helpers
 

@@ -24,8 +24,8 @@ import numpy as np
 import portpicker
 import pytest
 
-from recipes import runtime
-from recipes.errors import UserError
+from core import runtime
+from core.errors import UserError
 from scripts import bench_timing
 from tests import helpers
 
@@ -210,7 +210,7 @@ def test_parse_worker_addresses_rejects(value: str) -> None:
 
 def test_a_round_with_dependent_aggregations_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
   """TFF splits a round only if no aggregation feeds another; say so in one line."""
-  from recipes import tff_workers  # pylint: disable=g-import-not-at-top
+  from core import tff_workers  # pylint: disable=g-import-not-at-top
   tff = runtime.import_tff()
 
   @tff.federated_computation(tff.FederatedType(tff.types.TensorType(np.float32), tff.CLIENTS))
