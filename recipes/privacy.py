@@ -53,10 +53,6 @@ class PrivacyGuarantee:
   sampling_rate: float
   rounds: int
 
-  def as_dict(self) -> dict[str, float | int]:
-    """The fields, for hparams/JSON outputs."""
-    return dataclasses.asdict(self)
-
 
 def _validate(*, sampling_rate: float, rounds: int, delta: float) -> None:
   if not (isinstance(sampling_rate, (int, float)) and 0 < sampling_rate <= 1):
