@@ -426,7 +426,8 @@ def define_aggregator_flags(*, default_aggregator: str = 'mean') -> None:
       'How the server combines client model updates. '
       + '; '.join(f'{name}: {spec.summary}'
                   + (' (unweighted)' if spec.weighting == 'unweighted' else '')
-                  for name, spec in SPECS.items()) + '.')
+                  for name, spec in SPECS.items()) + '. '
+      + ' '.join(f'{old}: the old name of {new} (refused).' for old, new in RENAMED.items()))
   for option in OPTIONS.values():
     text = f'{" / ".join(names_taking(option.name))}: {option.help}'
     if option.kind in ('float', 'int'):
