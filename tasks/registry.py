@@ -35,11 +35,12 @@ def _check_options(name: str, given: dict[str, object], partition: str) -> None:
   """Rejects options that were given but do nothing for this task (the one place this is checked)."""
   unused = sorted(set(given) - _APPLICABLE_OPTIONS[name])
   if unused:
-    settings = ', '.join(f'{option}={given[option]!r}' for option in unused)
+    # Named as the recipes' flags are (--num_clients=...), which is how most users set them.
+    settings = ', '.join(f'--{option}={given[option]!r}' for option in unused)
     raise UserError(f'{settings} does not apply to task {name!r} '
                     f'(its options: {", ".join(sorted(_APPLICABLE_OPTIONS[name]))})')
   if 'alpha' in given and partition != 'dirichlet':
-    raise UserError(f'alpha applies only to partition=\'dirichlet\', not {partition!r}')
+    raise UserError(f'--alpha applies only to partition=\'dirichlet\', not {partition!r}')
 
 
 def create_task(
