@@ -9,7 +9,8 @@ What they share lives here, once:
   (`SMOKE_SETTINGS`);
 * `create_task`: the IID split that the settings describe;
 * `recipe_process`: the process that `recipes/fed_avg.py` builds under its default
-  flags (through the public `recipes.experiment.setup_without_flags`);
+  flags (through the public `recipes.experiment.setup_without_flags`), with TFF's plain
+  mean;
 * `Contender`, `FederatedContender`: something that trains one round on given clients,
   e.g. a learning process on its own execution context (hence its own TFF worker);
 * `alternate_rounds`: the warm-up / alternate / time loop. Each round samples clients
@@ -115,10 +116,12 @@ def recipe_process(task: tasks.Task, *,
                    learning_rate: float = 0.05) -> tff.learning.templates.LearningProcess:
   """The process `recipes/fed_avg.py` builds for `task` under its default flags.
 
-  Weighted FedAvg, client SGD at `learning_rate`, server SGD at 1.0, the example-weighted
-  mean, the DATASET_ITERATOR loop, built from `training_loop.for_learning_process(task)`:
-  its models start at zero, so set `training_loop.initial_model_weights(task)` into its
-  first state (`FederatedContender` does).
+  Weighted FedAvg, client SGD at `learning_rate`, server SGD at 1.0, the DATASET_ITERATOR
+  loop, built from `training_loop.for_learning_process(task)`: its models start at zero,
+  so set `training_loop.initial_model_weights(task)` into its first state
+  (`FederatedContender` does). The aggregator is TFF's plain example-weighted
+  `MeanFactory`: the recipes' `--aggregator=mean` also measures client fractions, which
+  the timings leave out.
   """
   setup = experiment.setup_without_flags(
       task, client_optimizer=tff.learning.optimizers.build_sgdm(learning_rate),
