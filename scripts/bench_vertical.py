@@ -363,21 +363,17 @@ def _plot(out: Path, psi_rows: list[dict[str, Any]], overhead: dict[str, Any],
                       xlabel='epoch', ylabel='test accuracy')
 
 
-def _write_psi_only(plan: Plan, psi_rows: list[dict[str, Any]], load: bench_common.LoadMonitor,
-                    git_commit: str) -> None:
-  rows = psi_summary_rows(psi_rows, enforce=not _SMOKE.value)
+def _publish(benchmark: str, rows: list[dict[str, Any]], settings: dict[str, Any],
+             load: bench_common.LoadMonitor, extra: dict[str, Any]) -> Path:
+  """Prints the summary table, writes the results to --output_dir and returns that folder."""
   table = bench_common.markdown_table(rows, _COLUMNS)
   print('\n' + table)
   out = Path(_OUTPUT_DIR.value)
   bench_common.write_results(
-      out, benchmark='vertical_psi',
-      settings={'smoke': _SMOKE.value, 'seed': _SEED.value, 'psi_workers': _PSI_WORKERS.value,
-                'psi_sizes': list(plan.psi_sizes), 'repeats': plan.repeats},
-      rows=rows, table=table, load=load,
-      extra={'seed': _SEED.value, 'git_commit': git_commit, 'headline': psi_headline(psi_rows),
-             'psi': psi_rows})
-  print(f'\nResults: {out}')
-  _exit_if_failed(rows)
+      out, benchmark=benchmark,
+      settings={'smoke': _SMOKE.value, 'seed': _SEED.value, 'psi_workers': _PSI_WORKERS.value, **settings},
+      rows=rows, table=table, load=load, extra={'seed': _SEED.value, **extra})
+  return out
 
 
 def _exit_if_failed(rows: list[dict[str, Any]]) -> None:
@@ -395,23 +391,19 @@ def main(argv: Sequence[str]) -> None:
   load = bench_common.LoadMonitor()
   psi_rows = bench_psi(plan, _PSI_WORKERS.value, load)
   if _PSI_ONLY.value:
-    _write_psi_only(plan, psi_rows, load, git_commit)
+    rows = psi_summary_rows(psi_rows, enforce=not _SMOKE.value)
+    out = _publish('vertical_psi', rows, {'psi_sizes': list(plan.psi_sizes), 'repeats': plan.repeats},
+                   load, {'git_commit': git_commit, 'headline': psi_headline(psi_rows), 'psi': psi_rows})
+    print(f'\nResults: {out}')
+    _exit_if_failed(rows)
     return
   overhead = bench_secure_aggregation(plan, load)
   accuracy = bench_accuracy(plan, load)
   rows = summary_rows(psi_rows, overhead, accuracy, enforce=not _SMOKE.value)
-  table = bench_common.markdown_table(rows, _COLUMNS)
-  print('\n' + table)
-
-  out = Path(_OUTPUT_DIR.value)
-  bench_common.write_results(
-      out, benchmark='vertical',
-      settings={'smoke': _SMOKE.value, 'seed': _SEED.value, 'psi_workers': _PSI_WORKERS.value,
-                **dataclasses.asdict(plan)},
-      rows=rows, table=table, load=load,
-      extra={'seed': _SEED.value, 'git_commit': git_commit,
-             'headline': headline(psi_rows, overhead, accuracy),
-             'psi': psi_rows, 'secure_aggregation': overhead, 'accuracy': accuracy})
+  out = _publish(
+      'vertical', rows, dataclasses.asdict(plan), load,
+      {'git_commit': git_commit, 'headline': headline(psi_rows, overhead, accuracy),
+       'psi': psi_rows, 'secure_aggregation': overhead, 'accuracy': accuracy})
   _plot(out, psi_rows, overhead, accuracy)
   print(f'\nResults: {out}')
   _exit_if_failed(rows)
