@@ -180,6 +180,37 @@ class Setup:
     return args
 
 
+def setup_without_flags(
+    task: tasks.Task,
+    *,
+    client_optimizer: tff.learning.optimizers.Optimizer | None,
+    server_optimizer: tff.learning.optimizers.Optimizer,
+    aggregator: Any,
+    weighted: bool = True,
+    loop_implementation: tff.learning.LoopImplementation = _LOOPS['dataset_iterator'],
+) -> Setup:
+  """The `Setup` that `run` hands a recipe's `build_process`, from objects instead of flags.
+
+  For code that builds a recipe's process without running its binary (the benchmarks).
+  The task becomes `training_loop.for_learning_process(task)`, as in `run`: start the
+  process from `training_loop.initial_model_weights(task)`.
+
+  Args:
+    task: The task, as `tasks.create_task` makes it.
+    client_optimizer: Client optimizer (None for recipes without one, e.g. FedSGD).
+    server_optimizer: Server optimizer.
+    aggregator: The `tff.aggregators` factory, of the kind `weighted` asks for.
+    weighted: Whether client updates are weighted by example counts.
+    loop_implementation: Client training loop (the recipes' default).
+
+  Returns:
+    The `Setup`.
+  """
+  return Setup(task=training_loop.for_learning_process(task), weighted=weighted,
+               client_optimizer=client_optimizer, server_optimizer=server_optimizer,
+               loop_implementation=loop_implementation, _aggregator_fn=lambda _: aggregator)
+
+
 def validate_flags() -> None:
   """Single-flag checks of the shared flags that absl's bounds cannot express.
 

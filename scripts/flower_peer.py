@@ -4,7 +4,8 @@ Runs in the Flower environment (`.venv-flower`: Flower 1.42, TensorFlow 2.18+ wi
 so nothing here imports TensorFlow Federated. Everything that defines the experiment is
 the same as in `python -m recipes.fed_avg --task=mnist_digits --model=cnn`:
 
-* data: `tasks/data/mnist_digits.npz` (8,000 train / 2,000 test), pixels scaled to [0, 1];
+* data: `tasks/data/mnist_digits.npz` through `tasks/digit_arrays.py` itself: the same 7,000
+  training digits (the fixed 1,000 validation digits held out), pixels scaled to [0, 1];
 * split: `tasks/partition.py` itself, with the same name, client count and seed;
 * model: McMahan et al.'s CNN, layer for layer as `tasks.models.create_original_fedavg_cnn_model`
   (logits; Glorot-uniform initialisation, the Keras default);
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,17 +37,18 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 
 # Numpy only: neither imports TensorFlow Federated (tests/test_layers.py).
-from tasks import mnist_arrays
+from tasks import digit_arrays
 from tasks import partition as partition_lib
 
-NUM_CLASSES = mnist_arrays.NUM_CLASSES
+ROOT = Path(__file__).resolve().parents[1]
+DATA_PATH = ROOT / 'tasks' / 'data' / 'mnist_digits.npz'
+NUM_CLASSES = 10
 
 
 @functools.cache
 def client_datasets(num_clients: int, partition: str, seed: int) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
   """(x, y) of every client, in the order of fedrecipes' client ids; cached per process."""
-  arrays = mnist_arrays.load_arrays()
-  x, y = mnist_arrays.to_model_inputs(arrays['train_images'], arrays['train_labels'])
+  (x, y), _ = digit_arrays.split_training(digit_arrays.load_arrays(DATA_PATH))
   clients = partition_lib.partition(partition, y, num_clients, seed)
   return tuple((x[indices], y[indices]) for indices in clients)
 
@@ -53,8 +56,8 @@ def client_datasets(num_clients: int, partition: str, seed: int) -> tuple[tuple[
 @functools.cache
 def test_dataset() -> tuple[np.ndarray, np.ndarray]:
   """The 2,000 held-out digits."""
-  arrays = mnist_arrays.load_arrays()
-  return mnist_arrays.to_model_inputs(arrays['test_images'], arrays['test_labels'])
+  arrays = digit_arrays.load_arrays(DATA_PATH)
+  return digit_arrays.to_model_inputs(arrays['test_images'], arrays['test_labels'])
 
 
 def build_cnn():

@@ -13,35 +13,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import tensorflow as tf
 
 from core.runtime import import_tff
+from tasks import digit_arrays
 from tasks import in_memory
 from tasks import partition as partition_lib
-from tasks.mnist_arrays import DATA_PATH  # noqa: F401  (part of this module's interface)
-from tasks.mnist_arrays import load_arrays
-from tasks.mnist_arrays import NUM_CLASSES
-from tasks.mnist_arrays import to_model_inputs
 
 tff = import_tff()
 
-NUM_VALIDATION = 1_000
-_VALIDATION_SEED = 20261201  # Fixed: the validation digits do not move with --seed.
-
-
-def validation_indices(labels: np.ndarray, size: int = NUM_VALIDATION) -> np.ndarray:
-  """Indices of a fixed, class-stratified validation subset of the training digits."""
-  rng = np.random.default_rng(_VALIDATION_SEED)
-  order = rng.permutation(len(labels))
-  # Stratified: each class gets its share of `size` (largest remainders round the shares so
-  # that they add up to `size` exactly), taken in the shuffled order.
-  counts = np.bincount(labels, minlength=NUM_CLASSES)
-  shares = size * counts / len(labels)
-  take = np.floor(shares).astype(int)
-  take[np.argsort(take - shares)[:size - take.sum()]] += 1
-  chosen = [order[labels[order] == label][:take[label]] for label in range(NUM_CLASSES)]
-  return np.sort(np.concatenate(chosen))
+# The arrays and the validation split live in a module without TensorFlow (Flower's peer uses them).
+DATA_PATH = digit_arrays.DATA_PATH
+NUM_CLASSES = digit_arrays.NUM_CLASSES
+NUM_VALIDATION = digit_arrays.NUM_VALIDATION
+load_arrays = digit_arrays.load_arrays
+to_model_inputs = digit_arrays.to_model_inputs
+validation_indices = digit_arrays.validation_indices
 
 
 def load_data(
@@ -71,13 +58,10 @@ def load_data(
     UserError: If the data is missing or corrupt or the partition arguments are invalid.
   """
   arrays = load_arrays(path)
-  all_x, all_y = to_model_inputs(arrays['train_images'], arrays['train_labels'])
-  held = validation_indices(all_y)
-  rest = np.setdiff1d(np.arange(len(all_y)), held)
-  train_x, train_y = all_x[rest], all_y[rest]
+  (train_x, train_y), validation = digit_arrays.split_training(arrays)
   test_x, test_y = to_model_inputs(arrays['test_images'], arrays['test_labels'])
   clients = partition_lib.partition(partition, train_y, num_clients, seed, alpha)
   train_data = in_memory.client_data_from_arrays(train_x, train_y, clients)
-  validation_data = tf.data.Dataset.from_tensor_slices((all_x[held], all_y[held]))
+  validation_data = tf.data.Dataset.from_tensor_slices(validation)
   test_data = tf.data.Dataset.from_tensor_slices((test_x, test_y))
   return train_data, validation_data, test_data

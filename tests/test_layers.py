@@ -38,7 +38,7 @@ def test_tasks_imports_no_recipes_module():
   found = _python(_LOADED + '''
 import tasks
 from tasks import ClientSpec, Task, TASKS, create_task
-import tasks.emnist, tasks.in_memory, tasks.mnist_arrays, tasks.mnist_digits, tasks.models
+import tasks.emnist, tasks.in_memory, tasks.digit_arrays, tasks.mnist_digits, tasks.models
 import tasks.numbered_clients, tasks.partition, tasks.registry, tasks.synthetic
 print(json.dumps({'recipes': loaded('recipes'), 'tasks': loaded('tasks')}))
 ''')
@@ -58,7 +58,7 @@ print(json.dumps({'above': loaded('tasks', 'recipes'), 'core': loaded('core')}))
 def test_partition_and_the_digits_arrays_import_without_tff():
   # What the Flower peer uses, in an environment where TFF cannot be installed.
   found = _python(_LOADED + '''
-import tasks.partition, tasks.mnist_arrays
+import tasks.partition, tasks.digit_arrays
 print(json.dumps({'heavy': loaded('tensorflow_federated', 'tensorflow', 'recipes')}))
 ''')
   assert found['heavy'] == []
