@@ -164,17 +164,23 @@ def communication_tuning() -> str:
   # One results file per `--tune` run (the grid may be run in parts, e.g. with --only).
   parts = sorted(p.parent.relative_to(RESULTS).as_posix()
                  for p in (RESULTS / 'communication' / 'tuning').rglob('results.json'))
-  records = [load(part) for part in parts]
-  rows = [row for record in records for row in record['results']]
-  best = 'best_validation_accuracy' if 'best_validation_accuracy' in rows[0] else 'best_test_accuracy'
-  body = table(rows, [
-      *_communication_columns(records[0]),
-      (f'best {"validation" if best.startswith("best_validation") else "test"} acc',
-       lambda r: fmt(r[best], '.4f')),
-      ('s / round', lambda r: fmt(r['seconds_per_round'], '.2f')),
-      ('chosen', lambda r: 'yes' if r['chosen'] else ''),
-  ])
-  return body + '\n\n' + '\n'.join(provenance(part, record) for part, record in zip(parts, records))
+  blocks = []
+  # One table per file: a grid chosen on validation and one from before the split (chosen on
+  # test) must not read as one table.
+  for part in parts:
+    record = load(part)
+    rows = record['results']
+    on_validation = 'best_validation_accuracy' in rows[0]
+    best = 'best_validation_accuracy' if on_validation else 'best_test_accuracy'
+    body = table(rows, [
+        *_communication_columns(record),
+        (f'best {"validation" if on_validation else "test"} acc', lambda r, best=best: fmt(r[best], '.4f')),
+        ('s / round', lambda r: fmt(r['seconds_per_round'], '.2f')),
+        ('chosen', lambda r: 'yes' if r['chosen'] else ''),
+    ])
+    chosen_on = 'validation accuracy' if on_validation else 'test accuracy (before the validation split)'
+    blocks.append(f'`{part}`: chosen on {chosen_on}\n\n{body}\n\n{provenance(part, record)}')
+  return '\n\n'.join(blocks)
 
 
 def peer() -> str:
