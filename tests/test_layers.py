@@ -72,6 +72,11 @@ from tensorflow_federated.python.core.impl.executor_stacks import executor_facto
 
 seen = []  # Keeps every context seen alive, so that no two share an id().
 
+# A suite started under nohup passes SIGHUP ignored to this process, and the opt-in rightly
+# leaves an ignored signal alone: start from the defaults a terminal gives.
+for signum in (signal.SIGTERM, signal.SIGHUP):
+  signal.signal(signum, signal.SIG_DFL)
+
 def state():
   seen.append(context_stack_impl.context_stack.current)
   return {
