@@ -2,15 +2,14 @@
 
 Each defaults to None, meaning the paper's setting for the chosen task (Reddi et al.,
 2021; see `tasks.benchmark_suite.SuiteOptions`). Setting one that does not apply to
-`--task` is an error, like every other task flag.
+`--task` is an error, like every other task flag: `recipes.experiment` passes the flags
+the user set to `tasks.create_task`, which checks them (the one place that does).
 """
 
 from __future__ import annotations
 
 from absl import flags
 
-from recipes.errors import UserError
-from tasks import benchmark_suite
 
 FLAGS = flags.FLAGS
 
@@ -41,15 +40,6 @@ def define_flags() -> None:
       flags.DEFINE_integer(name, None, help_text, lower_bound=lower, upper_bound=upper)
 
 
-def options_from_flags(task: str) -> benchmark_suite.SuiteOptions:
-  """The suite options the flags set for `task`.
-
-  Raises:
-    UserError: If a flag was given that does not apply to `task`.
-  """
-  applicable = benchmark_suite.APPLICABLE_OPTIONS.get(task, frozenset())
-  for name in _FLAGS:
-    if FLAGS[name].present and name not in applicable:
-      users = [t for t, options in benchmark_suite.APPLICABLE_OPTIONS.items() if name in options]
-      raise UserError(f'--{name} does not apply to --task={task} (only to {"/".join(users)})')
-  return benchmark_suite.SuiteOptions(**{name: FLAGS[name].value for name in _FLAGS})
+def names() -> tuple[str, ...]:
+  """The flags' names, which are the option names of `tasks.create_task`."""
+  return tuple(_FLAGS)

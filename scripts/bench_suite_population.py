@@ -34,9 +34,9 @@ from typing import Any, Sequence
 
 from absl import flags
 
+from core import outputs
+from core.errors import UserError
 from recipes import cli
-from recipes import outputs
-from recipes.errors import UserError
 from scripts import bench_common
 from scripts import bench_population
 from scripts import bench_timing

@@ -6,7 +6,7 @@ import functools
 
 import tensorflow as tf
 
-from recipes.errors import UserError
+from core.errors import UserError
 from tasks import benchmark_suite
 from tasks import emnist
 from tasks import mnist_digits
@@ -36,15 +36,16 @@ _APPLICABLE_OPTIONS = {
 _APPLICABLE_OPTIONS['emnist_autoencoder'] |= {'only_digits'}
 
 
-def _check_options(name: str, non_default: dict[str, object], partition: str) -> None:
-  """Rejects options that were changed from their defaults but do nothing for this task."""
-  unused = sorted(set(non_default) - _APPLICABLE_OPTIONS[name])
+def _check_options(name: str, given: dict[str, object], partition: str) -> None:
+  """Rejects options that were given but do nothing for this task (the one place this is checked)."""
+  unused = sorted(set(given) - _APPLICABLE_OPTIONS[name])
   if unused:
-    settings = ', '.join(f'{option}={non_default[option]!r}' for option in unused)
+    # Named as the recipes' flags are (--num_clients=...), which is how most users set them.
+    settings = ', '.join(f'--{option}={given[option]!r}' for option in unused)
     raise UserError(f'{settings} does not apply to task {name!r} '
                     f'(its options: {", ".join(sorted(_APPLICABLE_OPTIONS[name]))})')
-  if 'alpha' in non_default and partition != 'dirichlet':
-    raise UserError(f'alpha applies only to partition=\'dirichlet\', not {partition!r}')
+  if 'alpha' in given and partition != 'dirichlet':
+    raise UserError(f'--alpha applies only to partition=\'dirichlet\', not {partition!r}')
 
 
 def create_task(
@@ -52,31 +53,42 @@ def create_task(
     *,
     model: str | None = None,
     client_spec: ClientSpec = ClientSpec(),
-    num_clients: int = DEFAULT_NUM_CLIENTS,
-    partition: str = DEFAULT_PARTITION,
-    alpha: float = DEFAULT_ALPHA,
+    num_clients: int | None = None,
+    partition: str | None = None,
+    alpha: float | None = None,
     seed: int = 0,
     cache_dir: str | None = None,
-    only_digits: bool = False,
-    suite_options: benchmark_suite.SuiteOptions = benchmark_suite.SuiteOptions(),
+    only_digits: bool | None = None,
+    **suite_options: int | None,
 ) -> Task:
   """Builds a task: federated training data, a central test set and a model builder.
 
   Args:
     name: One of `TASKS`: `mnist_digits` (10,000 bundled MNIST digits split into
       simulated clients), `emnist_character` (federated EMNIST by writer, needs
-      `emnist_all.sqlite`), `synthetic` (tiny generated quadrant images, 4 classes).
-    model: One of `tasks.models.MODELS`; None picks `DEFAULT_MODELS[name]`.
+      `emnist_all.sqlite`), `synthetic` (tiny generated quadrant images, 4 classes), or
+      one of the benchmark suite's `tasks.benchmark_suite.TASKS` (TFF's baseline tasks).
+    model: One of `tasks.models.MODELS`; None picks `DEFAULT_MODELS[name]` (a benchmark-
+      suite task trains its TFF baseline model and takes none).
     client_spec: How clients iterate their data each round.
-    num_clients: Clients to split the data into (`mnist_digits`, `synthetic`).
-    partition: A `tasks.partition.PARTITIONS` name (`mnist_digits`, `synthetic`).
-    alpha: Dirichlet concentration, only with `partition='dirichlet'`.
+    num_clients: Clients to split the data into (`mnist_digits`, `synthetic`; default
+      `DEFAULT_NUM_CLIENTS`).
+    partition: A `tasks.partition.PARTITIONS` name (`mnist_digits`, `synthetic`; default
+      `DEFAULT_PARTITION`).
+    alpha: Dirichlet concentration, only with `partition='dirichlet'` (default
+      `DEFAULT_ALPHA`).
     seed: Seed of the split or the generated data; ignored by `emnist_character`, whose
       data is fixed.
-    cache_dir: Directory holding `emnist_all.sqlite` (`emnist_character`; default ~/.tff).
-    only_digits: The 10-class digits-only EMNIST (`emnist_character`, `emnist_autoencoder`).
-    suite_options: Options of the benchmark-suite tasks (`tasks.benchmark_suite`: sequence
-      length, vocabulary sizes, crop size, ...); unset ones take the paper's settings.
+    cache_dir: Directory holding `emnist_all.sqlite` (`emnist_character`) or a benchmark-
+      suite task's files (default ~/.tff).
+    only_digits: The 10-class digits-only EMNIST (`emnist_character`, `emnist_autoencoder`;
+      default False).
+    **suite_options: Options of the benchmark-suite tasks, named as the fields of
+      `tasks.benchmark_suite.SuiteOptions` (sequence_length, vocab_size, crop_size, ...);
+      those not given (or None) take the paper's settings.
+
+  An option given (not None) for a task it does not apply to is an error, even at its
+  default value: the recipes pass exactly the flags the user set.
 
   Returns:
     A `Task`. For `mnist_digits`, `synthetic` and `emnist_character` its datasets yield
@@ -90,37 +102,30 @@ def create_task(
   """
   if name not in TASKS:
     raise UserError(f'unknown task {name!r}; choose one of {", ".join(TASKS)}')
+  unknown = sorted(set(suite_options) - set(benchmark_suite.OPTION_NAMES))
+  if unknown:  # A caller's bug, like any unexpected keyword argument.
+    raise TypeError(f'create_task() got unexpected keyword arguments {unknown}')
+  given = {option: value for option, value in (
+      ('num_clients', num_clients), ('partition', partition), ('alpha', alpha),
+      ('cache_dir', cache_dir), ('only_digits', only_digits), *suite_options.items())
+      if value is not None}
   if name in benchmark_suite.TASKS:
     if model is not None:
-      raise UserError(f'model={model!r} does not apply to task {name!r}: it trains the '
+      raise UserError(f'--model={model!r} does not apply to task {name!r}: it trains the '
                       'model of TFF\'s baseline task (see tasks/benchmark_suite)')
-    non_default = {
-        option: value for option, value, default in (
-            ('num_clients', num_clients, DEFAULT_NUM_CLIENTS),
-            ('partition', partition, DEFAULT_PARTITION),
-            ('alpha', alpha, DEFAULT_ALPHA),
-            ('only_digits', only_digits, False),
-        ) if value != default
-    }
-    _check_options(name, {**non_default, **benchmark_suite.set_options(suite_options)}, partition)
-    return benchmark_suite.create_task(name, client_spec=client_spec, cache_dir=cache_dir,
-                                       only_digits=only_digits, options=suite_options)
-  if benchmark_suite.set_options(suite_options):
-    raise UserError(f'{", ".join(benchmark_suite.set_options(suite_options))} do(es) not apply to '
-                    f'task {name!r} (only to the benchmark-suite tasks)')
+    _check_options(name, given, DEFAULT_PARTITION if partition is None else partition)
+    return benchmark_suite.create_task(
+        name, client_spec=client_spec, cache_dir=cache_dir, only_digits=bool(only_digits),
+        options=benchmark_suite.SuiteOptions(
+            **{option: value for option, value in suite_options.items() if value is not None}))
   model = DEFAULT_MODELS[name] if model is None else model
   if model not in models.MODELS:
     raise UserError(f'unknown model {model!r}; choose one of {", ".join(models.MODELS)}')
-  non_default = {
-      option: value for option, value, default in (
-          ('num_clients', num_clients, DEFAULT_NUM_CLIENTS),
-          ('partition', partition, DEFAULT_PARTITION),
-          ('alpha', alpha, DEFAULT_ALPHA),
-          ('cache_dir', cache_dir, None),
-          ('only_digits', only_digits, False),
-      ) if value != default
-  }
-  _check_options(name, non_default, partition)
+  partition = DEFAULT_PARTITION if partition is None else partition
+  _check_options(name, given, partition)
+  num_clients = DEFAULT_NUM_CLIENTS if num_clients is None else num_clients
+  alpha = DEFAULT_ALPHA if alpha is None else alpha
+  only_digits = bool(only_digits)
 
   split = f'{num_clients} clients, {partition} partition' + (
       f' (alpha={alpha})' if partition == 'dirichlet' else '')

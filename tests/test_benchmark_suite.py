@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.errors import UserError
+from core.runtime import import_tff
 from recipes import training_loop
-from recipes.errors import UserError
-from recipes.runtime import import_tff
 from tasks import benchmark_suite
 from tasks import create_task
 from tests import benchmark_fixtures
@@ -24,11 +24,11 @@ tff = import_tff()
 
 # Small settings through each task's own options (the fixtures are tiny).
 SMALL = {
-    'emnist_autoencoder': benchmark_suite.SuiteOptions(),
-    'cifar100_image': benchmark_suite.SuiteOptions(crop_size=8),
-    'shakespeare_character': benchmark_suite.SuiteOptions(sequence_length=8),
-    'stackoverflow_word': benchmark_suite.SuiteOptions(sequence_length=6),
-    'stackoverflow_tag': benchmark_suite.SuiteOptions(),
+    'emnist_autoencoder': {},
+    'cifar100_image': {'crop_size': 8},
+    'shakespeare_character': {'sequence_length': 8},
+    'stackoverflow_word': {'sequence_length': 6},
+    'stackoverflow_tag': {},
 }
 
 
@@ -39,7 +39,7 @@ def cache(tmp_path_factory) -> Path:
 
 
 def _task(name: str, cache: Path, **kwargs):
-  return create_task(name, cache_dir=str(cache), suite_options=SMALL[name], **kwargs)
+  return create_task(name, cache_dir=str(cache), **SMALL[name], **kwargs)
 
 
 @pytest.mark.parametrize('name,clients,headline', [
@@ -159,7 +159,7 @@ def test_corrupt_and_wrong_schema_files_give_one_line(cache, tmp_path):
     root = _copy_cache(cache, tmp_path / f'case{i}')
     (root / relative).write_bytes(content)
     with pytest.raises(UserError) as raised:
-      create_task(name, cache_dir=str(root), suite_options=SMALL[name])
+      create_task(name, cache_dir=str(root), **SMALL[name])
     message = str(raised.value)
     assert '\n' not in message, message
     assert needle in message and str(root / relative) in message, (name, relative, message)
@@ -168,11 +168,11 @@ def test_corrupt_and_wrong_schema_files_give_one_line(cache, tmp_path):
 def test_options_that_do_not_apply_are_refused(cache):
   with pytest.raises(UserError, match='crop_size=8 does not apply to task .shakespeare_character'):
     create_task('shakespeare_character', cache_dir=str(cache),
-                suite_options=benchmark_suite.SuiteOptions(crop_size=8))
+                crop_size=8)
   with pytest.raises(UserError, match='model=.cnn. does not apply'):
     create_task('cifar100_image', cache_dir=str(cache), model='cnn')
-  with pytest.raises(UserError, match='sequence_length do'):
-    create_task('mnist_digits', suite_options=benchmark_suite.SuiteOptions(sequence_length=5))
+  with pytest.raises(UserError, match='--sequence_length=5 does not apply to task .mnist_digits'):
+    create_task('mnist_digits', sequence_length=5)
 
 
 # End to end, one binary run per task: (task, recipe, flags, headline, learning signal?)
@@ -249,7 +249,7 @@ def test_binary_refuses_a_task_flag_of_another_task(cache):
   result = helpers.run_module('recipes.fed_avg', '--task=cifar100_image', f'--cache_dir={cache}',
                               '--sequence_length=5', timeout=300)
   helpers.assert_one_line_error(
-      result, '--sequence_length does not apply to --task=cifar100_image')
+      result, "--sequence_length=5 does not apply to task 'cifar100_image'")
 
 
 def test_grid_prints_every_cell_with_the_papers_settings():

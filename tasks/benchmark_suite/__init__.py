@@ -65,6 +65,9 @@ class SuiteOptions:
   max_examples_per_client: int | None = None
 
 
+# Their names, which are also the recipes' flags (recipes/benchmark_task_flags.py).
+OPTION_NAMES = tuple(field.name for field in dataclasses.fields(SuiteOptions))
+
 _STACKOVERFLOW_OPTIONS = frozenset({'vocab_size', 'num_validation_examples', 'num_test_examples',
                                     'max_examples_per_client'})
 # The options that mean something for each task.

@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
-from recipes.runtime import import_tff
+from core.runtime import import_tff
 from tasks.base import ClientSpec
 from tasks.base import Task
 from tasks.base import TaskMetrics

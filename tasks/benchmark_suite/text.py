@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 
-from recipes.runtime import import_tff
+from core.runtime import import_tff
 from tasks.base import ClientSpec
 from tasks.base import Task
 from tasks.base import TaskMetrics
