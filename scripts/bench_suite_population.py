@@ -41,32 +41,25 @@ from scripts import bench_common
 from scripts import bench_population
 from scripts import bench_timing
 
-# The flags are bench_population's (imported above, which defines them: --smoke,
-# --populations, --clients_per_round, --rounds, --repeats, --timeout_seconds, --results_dir;
-# its --seed goes unused), with this benchmark's defaults, plus --task.
+# The flags are bench_population's (imported above, which defines them: --smoke, --rounds,
+# --results_dir from bench_common, and --populations, --clients_per_round, --repeats,
+# --timeout_seconds; its --seed goes unused), with this benchmark's defaults, plus --task.
 _TASK = flags.DEFINE_enum('task', 'stackoverflow_tag', ['stackoverflow_tag', 'stackoverflow_word'],
                           'The StackOverflow task to run.')
-flags.FLAGS.set_default('populations', ['1000', '100000'])
-flags.FLAGS.set_default('results_dir', str(bench_common.RESULTS_ROOT / 'suite_population'))
-_SMOKE = bench_population._SMOKE  # pylint: disable=protected-access
-_POPULATIONS = bench_population._POPULATIONS  # pylint: disable=protected-access
-_CLIENTS_PER_ROUND = bench_population._CLIENTS_PER_ROUND  # pylint: disable=protected-access
-_ROUNDS = bench_population._ROUNDS  # pylint: disable=protected-access
-_REPEATS = bench_population._REPEATS  # pylint: disable=protected-access
-_TIMEOUT = bench_population._TIMEOUT  # pylint: disable=protected-access
-_RESULTS_DIR = bench_population._RESULTS_DIR  # pylint: disable=protected-access
+FLAGS = flags.FLAGS
+FLAGS.set_default('populations', ['1000', '100000'])
+FLAGS.set_default('results_dir', str(bench_common.RESULTS_ROOT / 'suite_population'))
 
 SMOKE_SETTINGS = {'populations': [100, 2_000], 'rounds': 1, 'repeats': 1}
 
 
 def validate_flags() -> None:
   """Checks that bounds cannot express (see recipes.cli.run)."""
-  populations = bench_population._populations(_POPULATIONS.value)  # pylint: disable=protected-access
-  if not _SMOKE.value and min(populations) < _CLIENTS_PER_ROUND.value:
+  bench_common.validate_flags()
+  populations = bench_common.positive_ints(FLAGS.populations, 'populations')
+  if not FLAGS.smoke and min(populations) < FLAGS.clients_per_round:
     raise UserError(f'every population must hold at least --clients_per_round='
-                    f'{_CLIENTS_PER_ROUND.value} users, got {min(populations)}')
-  if not _RESULTS_DIR.value.strip():
-    raise UserError('--results_dir must not be empty')
+                    f'{FLAGS.clients_per_round} users, got {min(populations)}')
 
 
 def write_fixture(directory: Path, users: int) -> tuple[Path, float]:
@@ -110,20 +103,17 @@ def _one_run(population: int, repeat: int, cache_dir: Path, settings: dict[str, 
 
 def main(argv: Sequence[str]) -> None:
   del argv
-  settings: dict[str, Any] = {
+  settings = bench_common.settings_from_flags({
       'recipe': 'fed_avg', 'task': _TASK.value,
       'fixture': 'tests/benchmark_fixtures.write_stackoverflow (6 questions per user, indexed)',
-      'populations': bench_population._populations(_POPULATIONS.value),  # pylint: disable=protected-access
-      'clients_per_round': _CLIENTS_PER_ROUND.value, 'rounds': _ROUNDS.value,
-      'repeats': _REPEATS.value, 'timeout_seconds': _TIMEOUT.value, 'smoke': _SMOKE.value,
-  }
-  if _SMOKE.value:
-    settings.update(SMOKE_SETTINGS)
+      'populations': bench_common.positive_ints(FLAGS.populations, 'populations'),
+      'clients_per_round': FLAGS.clients_per_round, 'rounds': FLAGS.rounds,
+      'repeats': FLAGS.repeats, 'timeout_seconds': FLAGS.timeout_seconds,
+  }, SMOKE_SETTINGS)
   populations = sorted(set(settings['populations']))
   settings['populations'] = populations
   runs_dir = bench_common.run_directory(bench_common.RUNS_ROOT / 'suite_population')
   load = bench_common.LoadMonitor()
-  commit = bench_population.git_commit()
   with tempfile.TemporaryDirectory() as scratch:
     fixtures = {}
     fixture_seconds = {}
@@ -146,16 +136,11 @@ def main(argv: Sequence[str]) -> None:
   title = (f'FedAvg on {settings["task"]}, generated StackOverflow fixtures '
            f'({settings["clients_per_round"]} users/round, {settings["rounds"]} rounds, '
            f'{settings["repeats"]} runs each; median and quartiles)')
-  text = bench_population.table(rows)
-  results_dir = Path(_RESULTS_DIR.value)
-  paths = bench_common.write_results(
-      results_dir, benchmark='suite_population', settings=settings, rows=rows, table=text,
-      load=load, extra={'git_commit': commit, 'runs': runs, 'runs_dir': str(runs_dir)})
-  bench_population.plot(rows, results_dir / 'population.png', title=title)
-  print(f'\n{title}\n\n{text}\n')
-  print(f'load: {load.describe()}')
-  print(f'results: {paths["json"]}, {paths["csv"]}, {paths["table"]}, {results_dir / "population.png"}')
-
+  bench_common.publish(
+      Path(FLAGS.results_dir), benchmark='suite_population', settings=settings, rows=rows,
+      table=bench_population.table(rows), title=title, load=load,
+      extra={'runs': runs, 'runs_dir': str(runs_dir)},
+      plot=lambda path: bench_population.plot(rows, path, title=title), plot_name='population.png')
 
 if __name__ == '__main__':
   cli.run(main, validate=validate_flags)
