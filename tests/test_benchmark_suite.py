@@ -173,6 +173,18 @@ def test_options_that_do_not_apply_are_refused(cache):
     create_task('cifar100_image', cache_dir=str(cache), model='cnn')
   with pytest.raises(UserError, match='--sequence_length=5 does not apply to task .mnist_digits'):
     create_task('mnist_digits', sequence_length=5)
+  # Given, even at the task's default, is what counts (the recipes pass only flags set).
+  with pytest.raises(UserError, match='--only_digits=False does not apply to task .cifar100_image'):
+    create_task('cifar100_image', cache_dir=str(cache), only_digits=False)
+  with pytest.raises(TypeError, match='no_such_option'):
+    create_task('cifar100_image', cache_dir=str(cache), no_such_option=3)
+
+
+def test_recipe_flags_are_the_suite_options():
+  # recipes.experiment passes each suite flag the user set as the create_task option of the
+  # same name.
+  from recipes import benchmark_task_flags  # pylint: disable=g-import-not-at-top
+  assert benchmark_task_flags.names() == benchmark_suite.OPTION_NAMES
 
 
 def test_target_is_reached_in_the_headline_metrics_direction():

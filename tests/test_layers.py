@@ -40,6 +40,7 @@ import tasks
 from tasks import ClientSpec, Task, TASKS, create_task
 import tasks.emnist, tasks.in_memory, tasks.digit_arrays, tasks.mnist_digits, tasks.models
 import tasks.numbered_clients, tasks.partition, tasks.registry, tasks.synthetic
+import tasks.benchmark_suite, tasks.benchmark_suite.files
 print(json.dumps({'recipes': loaded('recipes'), 'tasks': loaded('tasks')}))
 ''')
   assert found['recipes'] == []
