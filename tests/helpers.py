@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import atexit
+import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import threading
+import time
 from pathlib import Path
+from typing import Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,6 +30,160 @@ def run_module(module: str, *args: str, timeout: float = 300, check: bool = Fals
       [sys.executable, '-m', module, *args], capture_output=True, text=True,
       timeout=timeout, cwd=cwd or ROOT, env=env, stdin=subprocess.DEVNULL,
   )
+  if check and result.returncode != 0:
+    raise AssertionError(f'{module} exited {result.returncode}:\n{result.stdout}\n{result.stderr}')
+  return result
+
+
+class _BinaryServer:
+  """The client side of tests/binary_server.py: one server per test session, started lazily."""
+
+  def __init__(self) -> None:
+    self._dir = Path(tempfile.mkdtemp(prefix='fedrecipes-binaries-'))
+    self._log = open(self._dir / 'server.log', 'wb')  # pylint: disable=consider-using-with
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=str(ROOT))
+    self._process = subprocess.Popen(
+        [sys.executable, '-m', 'tests.binary_server'], stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=self._log, cwd=ROOT, env=env)
+    self._lock = threading.Lock()
+    self._next_id = 0
+    self._replies: dict[int, dict[str, object]] = {}
+    self._changed = threading.Condition(self._lock)
+    ready = json.loads(self._process.stdout.readline() or '{}')
+    if not ready.get('ready'):
+      raise RuntimeError(f'the binary server did not start: {self._log_tail()}')
+    self._reader = threading.Thread(target=self._read, daemon=True)
+    self._reader.start()
+
+  def _log_tail(self) -> str:
+    self._log.flush()
+    return (self._dir / 'server.log').read_text(errors='replace')[-3000:]
+
+  def _read(self) -> None:
+    for line in self._process.stdout:
+      message = json.loads(line)
+      with self._changed:
+        self._replies.setdefault(message['id'], {}).update(message)
+        self._changed.notify_all()
+    with self._changed:
+      self._replies[-1] = {'closed': True}
+      self._changed.notify_all()
+
+  def start(self, module: str, args: Sequence[str], *, cwd: Path, env: dict[str, str]) -> 'ForkedRun':
+    """Forks a child that runs `python -m module args`; returns at once."""
+    with self._lock:
+      request_id = self._next_id
+      self._next_id += 1
+    stdout, stderr = (self._dir / f'{request_id}.out', self._dir / f'{request_id}.err')
+    request = {'id': request_id, 'module': module, 'args': list(args), 'cwd': str(cwd),
+               'env': env, 'stdout': str(stdout), 'stderr': str(stderr)}
+    with self._lock:
+      self._process.stdin.write((json.dumps(request) + '\n').encode())
+      self._process.stdin.flush()
+    pid = self._wait_for(request_id, 'pid', timeout=60)
+    return ForkedRun(self, request_id, int(pid), [sys.executable, '-m', module, *args],
+                     stdout, stderr)
+
+  def _wait_for(self, request_id: int, key: str, timeout: float | None) -> object:
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with self._changed:
+      while True:
+        reply = self._replies.get(request_id, {})
+        if 'error' in reply:
+          raise RuntimeError(f'binary server: {reply["error"]}')
+        if key in reply:
+          return reply[key]
+        if -1 in self._replies:
+          raise RuntimeError(f'the binary server exited: {self._log_tail()}')
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+          raise TimeoutError(f'no {key} for request {request_id}')
+        self._changed.wait(remaining)
+
+  def close(self) -> None:
+    try:
+      self._process.stdin.close()
+      self._process.wait(timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+      self._process.kill()
+      self._process.wait()
+    self._log.close()
+    shutil.rmtree(self._dir, ignore_errors=True)
+
+
+class ForkedRun:
+  """A binary running in a child of the binary server (see `start_binary`)."""
+
+  def __init__(self, server: _BinaryServer, request_id: int, pid: int, args: list[str],
+               stdout: Path, stderr: Path) -> None:
+    self._server = server
+    self._id = request_id
+    self.pid = pid
+    self.args = args
+    self._stdout = stdout
+    self._stderr = stderr
+    self.returncode: int | None = None
+
+  def poll(self) -> int | None:
+    """The exit code if the run has ended, else None."""
+    if self.returncode is None:
+      try:
+        self.returncode = int(self._server._wait_for(self._id, 'returncode', timeout=0))  # pylint: disable=protected-access
+      except TimeoutError:
+        return None
+    return self.returncode
+
+  def send_signal(self, signum: int) -> None:
+    if self.poll() is None:
+      os.kill(self.pid, signum)
+
+  def wait(self, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+    """Waits for the run to end; kills it and raises `subprocess.TimeoutExpired` after `timeout`."""
+    try:
+      code = self._server._wait_for(self._id, 'returncode', timeout)  # pylint: disable=protected-access
+    except TimeoutError:
+      self.send_signal(signal.SIGKILL)
+      self._server._wait_for(self._id, 'returncode', 60)  # pylint: disable=protected-access
+      raise subprocess.TimeoutExpired(self.args, timeout) from None
+    self.returncode = int(code)
+    result = subprocess.CompletedProcess(
+        self.args, self.returncode, self._stdout.read_text(errors='replace'),
+        self._stderr.read_text(errors='replace'))
+    self._stdout.unlink(missing_ok=True)
+    self._stderr.unlink(missing_ok=True)
+    return result
+
+
+_server: _BinaryServer | None = None
+_server_lock = threading.Lock()
+
+
+def _binary_server() -> _BinaryServer:
+  global _server
+  with _server_lock:
+    if _server is None:
+      _server = _BinaryServer()
+      atexit.register(_server.close)
+    return _server
+
+
+def start_binary(module: str, *args: str, cwd: Path | None = None,
+                 env: dict[str, str] | None = None) -> ForkedRun:
+  """Starts `python -m module args` as a child of the binary server (tests/binary_server.py)."""
+  full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=str(ROOT), **(env or {}))
+  return _binary_server().start(module, args, cwd=cwd or ROOT, env=full_env)
+
+
+def run_binary(module: str, *args: str, timeout: float = 300, check: bool = False,
+               cwd: Path | None = None,
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+  """`run_module`, but forked from the pre-imported binary server: no seconds of imports.
+
+  The child is a process of its own (fresh flags, TFF context, worker, exit code); see
+  tests/binary_server.py for the little that differs from a fresh `python -m`. Use
+  `run_module` where the process start, pipes or the interpreter's exit are the point.
+  """
+  result = start_binary(module, *args, cwd=cwd, env=env).wait(timeout)
   if check and result.returncode != 0:
     raise AssertionError(f'{module} exited {result.returncode}:\n{result.stdout}\n{result.stderr}')
   return result

@@ -4,7 +4,8 @@ The table is generated, not written by hand: `tests/flag_walker.py` imports each
 and tries, for every flag the project defines, NaN and infinities, a far-out-of-range
 number, an unknown choice or a malformed string (see its docstring). A new flag without a
 declared range, or a string flag without a bad value in the walker's table, fails here.
-A handful of those values then go through the real binaries, to see the one-line error.
+A handful of those values then go through the real binaries (real `python -m`
+processes), to see the one-line error.
 """
 
 from __future__ import annotations
@@ -24,11 +25,14 @@ BINARIES = (
     'scripts.bench_remote', 'scripts.bench_robustness', 'scripts.bench_scaling',
     'scripts.bench_vertical', 'scripts.convert_mnist', 'scripts.start_worker',
     'scripts.bench_demo', 'scripts.bench_federated_eval', 'scripts.bench_flower',
+    'scripts.bench_workers', 'scripts.worker_addresses',
 )
 
 
 def _walk(binary: str) -> dict:
-  result = helpers.run_module('tests.flag_walker', binary, timeout=600)
+  # Forked from the binary server: every walk is a process of its own (binaries define
+  # flags of the same names) without paying the TensorFlow imports again.
+  result = helpers.run_binary('tests.flag_walker', binary, timeout=600)
   lines = [l for l in result.stdout.splitlines() if l.startswith('{')]
   assert result.returncode == 0 and lines, result.stderr[-3000:]
   return json.loads(lines[-1])
@@ -36,8 +40,7 @@ def _walk(binary: str) -> dict:
 
 @pytest.fixture(scope='module')
 def walks() -> dict[str, dict]:
-  # Each walk is its own process (binaries define flags of the same names).
-  with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+  with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
     return dict(zip(BINARIES, pool.map(_walk, BINARIES)))
 
 

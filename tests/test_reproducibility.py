@@ -7,7 +7,11 @@ run is interrupted with SIGINT, SIGTERM or SIGKILL in each phase of a round (dur
 TensorBoard write, just before and just after a checkpoint save; the recipes' test hook
 FEDRECIPES_TEST_PAUSE=phase@round pauses there) and resumed with the same command: every
 round ends up in metrics.csv exactly once, with the uninterrupted run's values and
-bit-identical final weights.
+bit-identical final weights, and no TFF worker outlives an interrupted run.
+
+The interrupted runs are real `python -m recipes.fed_avg` processes (signals and process
+exit are the point); uninterrupted runs are forked from the pre-imported binary server
+(`helpers.run_binary`).
 """
 
 from __future__ import annotations
@@ -52,7 +56,8 @@ def final_weights(run_dir: Path, round_num: int) -> list[np.ndarray]:
 
 
 def run(module: str, out: Path, name: str, *flags: str) -> subprocess.CompletedProcess[str]:
-  return helpers.run_module(module, *flags, f'--root_output_dir={out}',
+  """An uninterrupted run, forked from the pre-imported binary server."""
+  return helpers.run_binary(module, *flags, f'--root_output_dir={out}',
                             f'--experiment_name={name}', check=True)
 
 
@@ -109,13 +114,16 @@ def _interrupt(out: Path, name: str, phase: str, round_num: int, signum: int) ->
   _, stderr = process.communicate(timeout=120)
   assert process.returncode != 0, f'{phase}@{round_num}: finished despite {signum}'
   assert 'Traceback' not in stderr, stderr
+  time.sleep(0.5)
+  # Whatever the signal (SIGKILL runs no cleanup), the run's TFF worker died with it.
+  assert helpers.leaked_workers() == [], f'{phase}@{round_num}: a worker outlived {signum}'
 
 
 def _interrupted_chain(out: Path, name: str, signals: tuple[int, ...]) -> Path:
   """One run interrupted once in every phase (phase i by signals[i]), then finished."""
   for phase, signum in zip(PHASES, signals):
     _interrupt(out, name, phase, PHASE_ROUNDS[phase], signum)
-  helpers.run_module('recipes.fed_avg', *RUN, f'--root_output_dir={out}',
+  helpers.run_binary('recipes.fed_avg', *RUN, f'--root_output_dir={out}',
                      f'--experiment_name={name}', '--resume', check=True)
   return out / name
 
@@ -159,7 +167,7 @@ def test_interrupted_anywhere_resumes_to_the_uninterrupted_run(tmp_path):
 
 def test_resume_refuses_a_flag_that_changes_what_is_learned(tmp_path):
   run('recipes.fed_avg', tmp_path, 'run', *RUN[:-4], '--total_rounds=1', '--progress=false')
-  result = helpers.run_module(
+  result = helpers.run_binary(
       'recipes.fed_avg', *RUN[:-4], '--total_rounds=2', '--progress=false',
       '--client_learning_rate=0.5', f'--root_output_dir={tmp_path}', '--experiment_name=run',
       '--resume')
