@@ -24,7 +24,7 @@ from typing import Any, Union
 import numpy as np
 import tensorflow as tf
 
-from recipes.runtime import import_tff
+from core.runtime import import_tff
 
 tff = import_tff()
 

@@ -15,7 +15,7 @@ kinds, and the builders type-check them:
 |-----------------|------------------------------|--------------------------------------------|
 | mean            | weighted                     | sum_i w_i x_i / sum_i w_i                  |
 | unweighted_mean | unweighted                   | (1/n) sum_i x_i                            |
-| robust          | either (`weighted=`)         | mean of clip(x_i), zeroing outliers        |
+| clipped_mean    | either (`weighted=`)         | mean of clip(x_i), zeroing outliers        |
 | dp_fixed        | unweighted                   | (sum_i clip(x_i) + N(0, (zC)^2 I)) / m     |
 | dp_adaptive     | unweighted                   | same, C tracking a quantile of ||x_i||     |
 | compressed      | either (`weighted=`)         | mean of stochastically quantized values    |
@@ -37,58 +37,26 @@ concerns. The DP factories add `clip_norm` (the clip used this round) and
 averaged update). In a `tff.learning` process they appear under
 `output.metrics['aggregator']`.
 
-No absl flags are defined here; see `recipes.aggregator_flags` for the CLI.
+No absl flags are defined here, and importing this module changes nothing in the process
+(for TFF worker hygiene in your own program, see `core.runtime.enable_worker_hygiene`).
+`recipes.aggregator_registry` holds the `--aggregator` names, their options and flags.
 """
 
 from __future__ import annotations
 
-import enum
 import math
 from typing import Any
 
+from core import tff_workers
+from core.runtime import import_tff
 from recipes import aggregation_measurements
 from recipes import robust_aggregation
 from recipes import seeded_dp
-from recipes import tff_workers
-from recipes.runtime import import_tff
 
 tff = import_tff()
 
 # A weighted or an unweighted TFF aggregation factory.
 Factory = aggregation_measurements.Factory
-
-AGGREGATORS = (
-    'mean',
-    'unweighted_mean',
-    'robust',
-    'dp_fixed',
-    'dp_adaptive',
-    'compressed',
-    'secure',
-    'median',
-    'trimmed_mean',
-)
-
-
-class Weighting(enum.Enum):
-  """Which TFF factory kind an aggregator name builds."""
-
-  WEIGHTED = 'weighted'  # Only a WeightedAggregationFactory exists.
-  UNWEIGHTED = 'unweighted'  # Only an UnweightedAggregationFactory exists.
-  EITHER = 'either'  # The constructor's `weighted=` argument picks.
-
-
-_WEIGHTING = {
-    'mean': Weighting.EITHER,  # flags layer: weighted mean or unweighted mean, per recipe
-    'unweighted_mean': Weighting.UNWEIGHTED,
-    'robust': Weighting.EITHER,
-    'dp_fixed': Weighting.UNWEIGHTED,
-    'dp_adaptive': Weighting.UNWEIGHTED,
-    'compressed': Weighting.EITHER,
-    'secure': Weighting.EITHER,
-    'median': Weighting.UNWEIGHTED,
-    'trimmed_mean': Weighting.UNWEIGHTED,
-}
 
 # TFF's adaptive zeroing (tff.learning.robust_aggregator, `_default_zeroing` in
 # learning/model_update_aggregator.py): zero a client whose largest |coordinate|
@@ -102,20 +70,6 @@ _ZEROING_INCREMENT = 1.0
 # TFF's secure_aggregator bound for client weights: 2**20 - 1, about a million
 # examples per client; a power of 2 minus 1 so integer weights quantize accurately.
 DEFAULT_MAX_WEIGHT = float(2**20 - 1)
-
-
-def weighting(name: str) -> Weighting:
-  """Returns which factory kind the aggregator `name` builds.
-
-  Raises:
-    ValueError: If `name` is not in `AGGREGATORS`.
-  """
-  try:
-    return _WEIGHTING[name]
-  except KeyError:
-    raise ValueError(
-        f'unknown aggregator {name!r}; choose one of {", ".join(AGGREGATORS)}'
-    ) from None
 
 
 def is_weighted(aggregation_factory: Factory) -> bool:
@@ -160,7 +114,7 @@ def install_secure_simulation_context() -> None:
   results match a real secure-aggregation deployment. Call it before running any
   computation. On workers started elsewhere (`--tff_worker`), their context keeps
   running the computations, with the same replacement of the secure sums
-  (`recipes.tff_workers.enable_secure_intrinsics`); before, the recipe silently
+  (`core.tff_workers.enable_secure_intrinsics`); before, the recipe silently
   switched to a local worker.
   """
   tff_workers.enable_secure_intrinsics()
@@ -219,7 +173,7 @@ def _zeroed(inner: Factory, zeroing_norm: float | None) -> Factory:
   return tff.aggregators.zeroing_factory(norm, inner)
 
 
-def robust(
+def clipped_mean(
     *,
     weighted: bool = True,
     clipping: bool = True,
@@ -232,6 +186,8 @@ def robust(
 ) -> Factory:
   """Mean of L2-clipped client values, zeroing outliers. Weighted or unweighted (`weighted=`).
 
+  What TFF calls `tff.learning.robust_aggregator` (and this project called `robust` until
+  it was renamed, to keep it apart from the Byzantine-robust `median` and `trimmed_mean`).
   Composition (TFF factories, inside out): mean -> L2 clipping -> zeroing.
 
   * Clipping: x_i <- x_i * min(1, C / ||x_i||_2). C is fixed at `clip_norm`, or,

@@ -10,8 +10,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from recipes.errors import UserError
-from recipes.runtime import install_worker_cleanup
+from core import runtime
+from core.errors import UserError
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
@@ -49,12 +49,15 @@ def run(main: Callable[[Sequence[str]], None],
   * Ctrl-C -> one line, exit 130; outputs written so far are kept.
   Anything else is a bug and keeps its traceback.
 
+  It also opts the process into TFF worker hygiene (`core.runtime.enable_worker_hygiene`):
+  this entry point is where a binary changes the process, never a library import.
+
   Args:
     main: The binary's main function.
     validate: Checks of single flag values that absl's bounds cannot express; raises
       `UserError`. Runs right after parsing (tests/flag_walker.py calls it too).
   """
-  install_worker_cleanup()
+  runtime.enable_worker_hygiene()  # Before any TFF computation; see core/runtime.py.
 
   def guarded(argv: Sequence[str]) -> None:
     extra = [a for a in argv[1:]]

@@ -20,14 +20,15 @@ Example:
 
 from typing import Any
 
+from core.errors import UserError
+from recipes import aggregator_registry
 from recipes import cli
 from recipes import experiment
 from recipes import fed_avg  # DP-FedAvg is unweighted FedAvg with a DP aggregator.
 from recipes import privacy
-from recipes.errors import UserError
 
 FLAGS = experiment.FLAGS
-DP_AGGREGATORS = ('dp_fixed', 'dp_adaptive')
+DP_AGGREGATORS = aggregator_registry.names_taking('noise_multiplier')  # dp_fixed, dp_adaptive
 
 experiment.define_flags(client_learning_rate=0.05)
 FLAGS.set_default('aggregator', 'dp_adaptive')
@@ -36,7 +37,7 @@ FLAGS.set_default('noise_multiplier', 0.5)
 
 def _check_flags() -> None:
   if FLAGS.aggregator not in DP_AGGREGATORS:
-    raise UserError(f'--aggregator must be dp_fixed or dp_adaptive for dp_fed_avg, not '
+    raise UserError(f'--aggregator must be {" or ".join(DP_AGGREGATORS)} for dp_fed_avg, not '
                     f'{FLAGS.aggregator} (non-private runs: recipes.fed_avg)')
   if FLAGS['target_epsilon'].present:
     if FLAGS['noise_multiplier'].present:

@@ -18,14 +18,14 @@ from typing import Any, Callable
 from absl import flags
 
 import tasks
-from recipes import aggregator_flags
+from core import outputs
+from core import runtime
+from core import tff_workers
+from core.errors import UserError
+from core.runtime import import_tff
+from recipes import aggregator_registry
 from recipes import optimizers
-from recipes import outputs
-from recipes import runtime
-from recipes import tff_workers
 from recipes import training_loop
-from recipes.errors import UserError
-from recipes.runtime import import_tff
 from tasks.models import MODELS
 from tasks.partition import PARTITIONS
 
@@ -139,7 +139,7 @@ def define_flags(
   flags.DEFINE_string('root_output_dir', 'runs', 'Parent directory of experiment directories.')
   flags.DEFINE_bool('resume', False, 'Continue the run in --experiment_name from its last checkpoint.')
   flags.DEFINE_bool('progress', True, 'Show a progress bar.')
-  aggregator_flags.define_aggregator_flags()
+  aggregator_registry.define_aggregator_flags()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,6 +180,37 @@ class Setup:
     return args
 
 
+def setup_without_flags(
+    task: tasks.Task,
+    *,
+    client_optimizer: tff.learning.optimizers.Optimizer | None,
+    server_optimizer: tff.learning.optimizers.Optimizer,
+    aggregator: Any,
+    weighted: bool = True,
+    loop_implementation: tff.learning.LoopImplementation = _LOOPS['dataset_iterator'],
+) -> Setup:
+  """The `Setup` that `run` hands a recipe's `build_process`, from objects instead of flags.
+
+  For code that builds a recipe's process without running its binary (the benchmarks).
+  The task becomes `training_loop.for_learning_process(task)`, as in `run`: start the
+  process from `training_loop.initial_model_weights(task)`.
+
+  Args:
+    task: The task, as `tasks.create_task` makes it.
+    client_optimizer: Client optimizer (None for recipes without one, e.g. FedSGD).
+    server_optimizer: Server optimizer.
+    aggregator: The `tff.aggregators` factory, of the kind `weighted` asks for.
+    weighted: Whether client updates are weighted by example counts.
+    loop_implementation: Client training loop (the recipes' default).
+
+  Returns:
+    The `Setup`.
+  """
+  return Setup(task=training_loop.for_learning_process(task), weighted=weighted,
+               client_optimizer=client_optimizer, server_optimizer=server_optimizer,
+               loop_implementation=loop_implementation, _aggregator_fn=lambda _: aggregator)
+
+
 def validate_flags() -> None:
   """Single-flag checks of the shared flags that absl's bounds cannot express.
 
@@ -211,14 +242,12 @@ def validate_flags() -> None:
     except ValueError as e:
       raise UserError(f'--tff_worker: {e}') from None
   optimizers.validate_optimizer_flags()
-  aggregator_flags.validate_aggregator_flags()
+  aggregator_registry.validate_aggregator_flags()
 
 
 def _validate_common_flags() -> None:
   if FLAGS.resume and not FLAGS.experiment_name:
     raise UserError('--resume needs the --experiment_name of the run to continue')
-  if FLAGS.federated_eval_clients and FLAGS.federated_eval_clients < 1:
-    raise UserError('--federated_eval_clients must be 0 (off) or at least 1')
 
 
 def _create_task() -> tasks.Task:
@@ -227,19 +256,13 @@ def _create_task() -> tasks.Task:
       batch_size=FLAGS.client_batch_size,
       max_elements=FLAGS.max_batches_per_client,
   )
-  only_for = {'num_clients': ('mnist_digits', 'synthetic'),
-              'partition': ('mnist_digits', 'synthetic'), 'alpha': ('mnist_digits', 'synthetic'), 'cache_dir': ('emnist_character',),
-              'only_digits': ('emnist_character',)}
-  for name, task_names in only_for.items():
-    if FLAGS[name].present and FLAGS.task not in task_names:
-      raise UserError(f'--{name} does not apply to --task={FLAGS.task} (only to {"/".join(task_names)})')
-  if FLAGS['alpha'].present and FLAGS.partition != 'dirichlet':
-    raise UserError('--alpha only applies to --partition=dirichlet')
-  return tasks.create_task(
-      FLAGS.task, model=FLAGS.model, client_spec=client_spec, num_clients=FLAGS.num_clients,
-      partition=FLAGS.partition, alpha=FLAGS.alpha, seed=FLAGS.seed, cache_dir=FLAGS.cache_dir,
-      only_digits=FLAGS.only_digits,
-  )
+  # Only the task options the user set: `create_task` refuses those that do not apply to
+  # the task (the one place that checks it) and picks its defaults for the others.
+  options = {name: FLAGS[name].value
+             for name in ('num_clients', 'partition', 'alpha', 'cache_dir', 'only_digits')
+             if FLAGS[name].present}
+  return tasks.create_task(FLAGS.task, model=FLAGS.model, client_spec=client_spec,
+                           seed=FLAGS.seed, **options)
 
 
 def recipe_hparams() -> dict[str, Any]:
@@ -315,17 +338,14 @@ def run(
     runtime.use_remote_worker(FLAGS.tff_worker)
   task = _create_task()
   num_clients = len(task.train_data.client_ids)
-  if FLAGS.clients_per_round > num_clients:
-    raise UserError(f'--clients_per_round={FLAGS.clients_per_round} exceeds the {num_clients} '
-                    f'clients of --task={task.name}')
 
   fixed: dict[str, Any] = {}  # The run's frozen settings, once known (below).
 
   def aggregator_fn(weighted: bool) -> Any:
-    return aggregator_flags.aggregator_from_flags(
+    return aggregator_registry.aggregator_from_flags(
         weighted=weighted, clients_per_round=FLAGS.clients_per_round, num_clients=num_clients,
         total_rounds=FLAGS.total_rounds, noise_multiplier=fixed.get('noise_multiplier'),
-        noise_seed=aggregator_flags.dp_noise_seed(FLAGS.seed))
+        noise_seed=aggregator_registry.dp_noise_seed(FLAGS.seed))
 
   if weighted is None:
     weighted = FLAGS.weighting == 'num_examples'
@@ -346,8 +366,6 @@ def run(
   saved = _saved_hparams(out) if FLAGS.resume else None
   if saved is not None:
     _check_resume_matches(saved, hparams)
-  if not FLAGS.resume:
-    training_loop.check_fresh_output(out)
   if frozen is not None:
     hparams['frozen'] = frozen(saved.get('frozen') if saved else None, num_clients)
     fixed.update(hparams['frozen'])
@@ -363,21 +381,27 @@ def run(
       rounds_per_test=FLAGS.rounds_per_test, federated_eval_clients=FLAGS.federated_eval_clients,
       federated_eval_holdout=FLAGS.federated_eval_holdout,
   )
-  if saved is None:
-    outputs.write_json(out / 'hparams.json', hparams)
-  else:  # The run's own record stays; each resume is appended to it.
-    saved.setdefault('resumes', []).append(
-        {key: hparams[key] for key in ('command', 'git_commit', 'git_dirty', 'total_rounds')})
-    outputs.write_json(out / 'hparams.json', saved)
-  workers = tff_workers.addresses_in_use()
-  where = (f', on the TFF worker at {workers[0]}' if len(workers) == 1 else
-           f', split across {len(workers)} TFF workers at {", ".join(workers)}' if workers else '')
-  print(f'{recipe}: training on {task.name} ({num_clients} clients, {FLAGS.clients_per_round} per '
-        f'round, model {task.model_name}{where}); outputs in {out}', flush=True)
+
+  def record_and_announce() -> None:
+    # Called by run_training once it has checked the settings against the task and the
+    # output directory (clients per round, an existing run): a refused run writes nothing.
+    if saved is None:
+      outputs.write_json(out / 'hparams.json', hparams)
+    else:  # The run's own record stays; each resume is appended to it.
+      saved.setdefault('resumes', []).append(
+          {key: hparams[key] for key in ('command', 'git_commit', 'git_dirty', 'total_rounds')})
+      outputs.write_json(out / 'hparams.json', saved)
+    workers = tff_workers.addresses_in_use()
+    where = (f', on the TFF worker at {workers[0]}' if len(workers) == 1 else
+             f', split across {len(workers)} TFF workers at {", ".join(workers)}' if workers
+             else '')
+    print(f'{recipe}: training on {task.name} ({num_clients} clients, {FLAGS.clients_per_round} '
+          f'per round, model {task.model_name}{where}); outputs in {out}', flush=True)
+
   summary = training_loop.run_training(
       process, task, config, description=recipe,
       initial_weights=training_loop.initial_model_weights(task, FLAGS.seed),
-      process_task=setup.task)
+      process_task=setup.task, on_start=record_and_announce)
   summary = {'recipe': recipe, **summary}
   if report is not None:
     summary.update(report(hparams.get('frozen', {}), summary))

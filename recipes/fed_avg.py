@@ -12,9 +12,9 @@ Example:
       --client_epochs_per_round=1 --client_learning_rate=0.05 --total_rounds=200
 """
 
+from core.runtime import import_tff
 from recipes import cli
 from recipes import experiment
-from recipes.runtime import import_tff
 
 tff = import_tff()
 

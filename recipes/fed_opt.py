@@ -10,10 +10,10 @@ Example:
       --client_learning_rate=0.0316 --server_learning_rate=0.00316 --server_epsilon=1e-4
 """
 
+from core.errors import UserError
 from recipes import cli
 from recipes import experiment
 from recipes import fed_avg  # FedOpt is FedAvg with an adaptive server optimizer.
-from recipes.errors import UserError
 
 SERVER_OPTIMIZERS = ('adam', 'yogi', 'adagrad', 'sgdm')
 experiment.define_flags(

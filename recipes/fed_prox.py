@@ -10,9 +10,9 @@ Example:
 
 from absl import flags
 
+from core.runtime import import_tff
 from recipes import cli
 from recipes import experiment
-from recipes.runtime import import_tff
 
 tff = import_tff()
 

@@ -8,9 +8,9 @@ Example:
   python -m recipes.fed_sgd --task=mnist_digits --server_learning_rate=0.2 --total_rounds=300
 """
 
+from core.runtime import import_tff
 from recipes import cli
 from recipes import experiment
-from recipes.runtime import import_tff
 
 tff = import_tff()
 

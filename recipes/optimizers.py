@@ -12,8 +12,8 @@ from typing import Sequence
 
 from absl import flags
 
-from recipes.errors import UserError
-from recipes.runtime import import_tff
+from core.errors import UserError
+from core.runtime import import_tff
 
 tff = import_tff()
 

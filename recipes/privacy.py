@@ -31,11 +31,12 @@ clients no choice of delta gives a meaningful user-level guarantee (`small_popul
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import dp_accounting
 
-from recipes.errors import UserError
+from core.errors import UserError
 
 # Bracket for the noise-multiplier search: epsilon(z) falls monotonically in z.
 _MAX_NOISE_MULTIPLIER = 1e4
@@ -51,10 +52,6 @@ class PrivacyGuarantee:
   noise_multiplier: float
   sampling_rate: float
   rounds: int
-
-  def as_dict(self) -> dict[str, float | int]:
-    """The fields, for hparams/JSON outputs."""
-    return dataclasses.asdict(self)
 
 
 def _validate(*, sampling_rate: float, rounds: int, delta: float) -> None:
@@ -245,3 +242,34 @@ def guarantee(
       sampling_rate=sampling_rate,
       rounds=rounds,
   )
+
+
+@functools.lru_cache(maxsize=8)
+def calibrated_noise_multiplier(
+    *,
+    clients_per_round: int,
+    num_clients: int,
+    rounds: int,
+    target_epsilon: float,
+    delta: float | None = None,
+) -> float:
+  """The noise multiplier whose `guarantee` reaches `target_epsilon` after `rounds`.
+
+  Cached: the search takes about a second, and a recipe asks for it twice (the
+  aggregator, then the report).
+
+  Args:
+    clients_per_round: m, clients sampled each round.
+    num_clients: N, the client population.
+    rounds: T.
+    target_epsilon: The epsilon to reach.
+    delta: delta; None means `default_delta(num_clients)`.
+
+  Returns:
+    The noise multiplier z.
+
+  Raises:
+    UserError: For inconsistent or out-of-range arguments.
+  """
+  return guarantee(clients_per_round=clients_per_round, num_clients=num_clients, rounds=rounds,
+                   target_epsilon=target_epsilon, delta=delta).noise_multiplier

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from recipes.runtime import import_tff
+from core.runtime import import_tff
 
 tff = import_tff()
 

@@ -31,7 +31,7 @@ import dp_accounting
 import tensorflow as tf
 import tensorflow_privacy as tfp
 
-from recipes.runtime import import_tff
+from core.runtime import import_tff
 
 tff = import_tff()
 

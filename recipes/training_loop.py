@@ -52,10 +52,10 @@ import numpy as np
 import tensorflow as tf
 import tqdm
 
-from recipes import metrics_log
-from recipes import outputs
-from recipes.errors import UserError
-from recipes.runtime import import_tff
+from core import metrics_log
+from core import outputs
+from core.errors import UserError
+from core.runtime import import_tff
 from tasks.base import Task
 
 tff = import_tff()
@@ -436,6 +436,7 @@ def run_training(
     description: str = '',
     initial_weights: Any = None,
     process_task: Task | None = None,
+    on_start: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
   """Trains `process` on `task`; returns (and writes) the run summary.
 
@@ -455,6 +456,9 @@ def run_training(
       `for_learning_process`); a resumed run starts from its checkpoint instead.
     process_task: The task the process was built from (`for_learning_process`); needed
       for federated evaluation (default: `task`).
+    on_start: Called once the settings are checked against the task and the output
+      directory, before the first round: where a caller writes its own records, so that
+      a refused run leaves nothing behind.
 
   Raises:
     UserError: Inconsistent settings or an output directory that would be overwritten.
@@ -476,6 +480,8 @@ def run_training(
   checkpoints = _Checkpoints(out / 'checkpoints')
   if not config.resume:
     check_fresh_output(out)
+  if on_start is not None:
+    on_start()
   tf.keras.utils.set_random_seed(config.seed)
 
   state = process.initialize()

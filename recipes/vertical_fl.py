@@ -33,9 +33,9 @@ from typing import Sequence  # noqa: E402
 from absl import flags  # noqa: E402
 import tqdm  # noqa: E402
 
+from core import outputs  # noqa: E402
+from core.errors import UserError  # noqa: E402
 from recipes import cli  # noqa: E402
-from recipes import outputs  # noqa: E402
-from recipes.errors import UserError  # noqa: E402
 from recipes.vertical import data  # noqa: E402
 # Imports TensorFlow, at the top on purpose: imported after absl's app.run has started, TF
 # 2.14 creates its eager context too early (an `app.call_after_init` hook in

@@ -3,7 +3,12 @@
 Each benchmark runs real recipe binaries as subprocesses (so it also exercises them), reads
 the `summary.json` and `metrics.csv` they leave, and writes into its results folder:
 `results.json` (settings, machine, load, every run's numbers and curves), `results.csv`
-(one row per run), PNG plots, and a Markdown table that it also prints.
+(one row per run), PNG plots, and a Markdown table that it also prints (`publish`).
+
+The timing drivers (overhead, remote, scaling, workers, population) also share their
+flags from here (`define_flags`: `--smoke`, `--rounds`, `--warmup_rounds`,
+`--results_dir`) and the way `--smoke` replaces settings (`settings_from_flags`); the
+in-process ones take the rest of their harness from `scripts/bench_harness.py`.
 
 Import-safe without TensorFlow Federated: `scripts/bench_flower.py` runs in the separate
 Flower environment (`.venv-flower`) and uses these helpers too.
@@ -11,6 +16,7 @@ Flower environment (`.venv-flower`) and uses these helpers too.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -18,10 +24,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from recipes import outputs
-from recipes.errors import UserError
+from absl import flags
+
+from core import outputs
+from core.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 # Committed results (small: JSON, CSV, PNG) and the runs' own outputs (checkpoints,
@@ -31,8 +39,66 @@ RUNS_ROOT = ROOT / 'runs' / 'benchmarks'
 # The separate environment of the Flower peer (scripts/setup_flower.sh).
 FLOWER_PYTHON = ROOT / '.venv-flower' / 'bin' / 'python'
 
+# The flags that `define_flags` defines belong to the driver that calls it (its `--help`
+# lists them), not to this module.
+flags.disclaim_key_flags()
+
 # (key in a result row, column header, format of a present value)
 Column = tuple[str, str, str]
+
+
+def define_flags(benchmark: str, *, smoke_help: str, rounds: int,
+                 rounds_help: str = 'Timed rounds per configuration.',
+                 warmup_rounds: int | None = None) -> None:
+  """Defines the flags every timing driver has; call once, when the driver is imported.
+
+  `--smoke` (tiny settings: a wiring check that a test runs), `--rounds`,
+  `--warmup_rounds` (untimed rounds first; only if given a default) and `--results_dir`
+  (default docs/benchmarks/<benchmark>). They belong to the calling driver: its
+  `--help` lists them.
+
+  Args:
+    benchmark: The benchmark's name: its results folder.
+    smoke_help: What `--smoke` shrinks, for `--help`.
+    rounds: Default of `--rounds`.
+    rounds_help: Help of `--rounds`.
+    warmup_rounds: Default of `--warmup_rounds`; None: the driver has no such flag.
+  """
+  flags.DEFINE_bool('smoke', False, smoke_help)
+  flags.DEFINE_integer('rounds', rounds, rounds_help, lower_bound=1)
+  if warmup_rounds is not None:
+    flags.DEFINE_integer('warmup_rounds', warmup_rounds,
+                         'Untimed rounds first (tracing, compilation, caches).', lower_bound=0)
+  flags.DEFINE_string('results_dir', str(RESULTS_ROOT / benchmark), 'Where results go.')
+
+
+def validate_flags() -> None:
+  """Checks of `define_flags`' flags that bounds cannot express (see `recipes.cli.run`)."""
+  if not flags.FLAGS.results_dir.strip():
+    raise UserError('--results_dir must not be empty')
+
+
+def settings_from_flags(values: Mapping[str, Any], smoke_settings: Mapping[str, Any],
+                        **fixed: Any) -> dict[str, Any]:
+  """A driver's settings: `values` (read from its flags), `smoke_settings` over them under
+  `--smoke`, then `fixed` (settings no flag changes), and `smoke` itself."""
+  smoke = flags.FLAGS.smoke
+  return {**values, **(smoke_settings if smoke else {}), **fixed, 'smoke': smoke}
+
+
+def positive_ints(values: Sequence[str], flag: str) -> list[int]:
+  """A list flag's values as positive integers.
+
+  Raises:
+    UserError: If one is not an integer, or not positive, or the list is empty.
+  """
+  try:
+    numbers = [int(v) for v in values]
+  except ValueError:
+    numbers = []
+  if not numbers or min(numbers) < 1:
+    raise UserError(f'--{flag} must be a list of positive integers, got {",".join(values)}')
+  return numbers
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:
@@ -180,6 +246,29 @@ def write_results(
   return paths
 
 
+def publish(results_dir: Path, *, title: str, plot: Callable[[Path], Any], plot_name: str,
+            **results: Any) -> dict[str, Path]:
+  """Writes the results and the plot, then prints the title and the table.
+
+  Args:
+    results_dir: The results folder.
+    title: Printed above the table (and usually the plot's title).
+    plot: Draws the plot into the PNG path it is given.
+    plot_name: The PNG's file name in `results_dir`.
+    **results: The keyword arguments of `write_results` (benchmark, settings, rows,
+      table, load, extra).
+
+  Returns:
+    The paths written: 'json', 'csv', 'table' and 'plot'.
+  """
+  paths = write_results(results_dir, **results)
+  paths['plot'] = results_dir / plot_name
+  plot(paths['plot'])
+  print(f'\n{title}\n\n{results["table"]}\n')
+  print('results: ' + ', '.join(str(p) for p in paths.values()), flush=True)
+  return paths
+
+
 def _flat_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
   # Curves and other lists belong in the JSON, not in CSV cells.
   return [{k: v for k, v in r.items() if not isinstance(v, (list, dict))} for r in rows]
@@ -192,19 +281,32 @@ def _pyplot():
   return plt
 
 
+@contextlib.contextmanager
+def figure(path: Path, *, title: str, rows: int = 1, columns: int = 1,
+           size: tuple[float, float] = (6.5, 4.5), **subplots: Any) -> Iterator[Any]:
+  """A matplotlib figure of `rows` x `columns` panels, saved to `path` (PNG) on exit.
+
+  Yields the 2-D array of axes (`squeeze=False`); `subplots` go to `plt.subplots`
+  (e.g. `sharey=True`). The title goes above all panels.
+  """
+  plt = _pyplot()
+  fig, axes = plt.subplots(rows, columns, figsize=size, squeeze=False, **subplots)
+  try:
+    yield axes
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+  finally:
+    plt.close(fig)
+
+
 def _draw(ax, curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], ylabel: str) -> None:
   for label, (xs, ys) in curves.items():
     ax.plot(list(xs), list(ys), label=label, linewidth=1.2, marker='.' if len(xs) < 30 else None)
   ax.set_xlabel('round')
   ax.set_ylabel(ylabel)
   ax.grid(alpha=0.3, which='both')
-
-
-def _save(fig, path: Path) -> Path:
-  fig.tight_layout()
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(path, dpi=110)
-  return path
 
 
 def plot_accuracy_vs_rounds(
@@ -225,33 +327,26 @@ def plot_accuracy_vs_rounds(
       [target - zoom_below, 1].
     zoom_below: How far below the target the zoomed panel reaches.
   """
-  plt = _pyplot()
   panels = 2 if target is not None else 1
-  fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 4.5), squeeze=False)
-  for i, ax in enumerate(axes[0]):
-    _draw(ax, curves, 'test accuracy')
-    if target is not None:
-      ax.axhline(target, color='black', linestyle='--', linewidth=1, label=f'target {target:g}')
-      if i == 1:
-        ax.set_ylim(target - zoom_below, 1.0)
-        ax.set_title('zoom near the target', fontsize=9)
-  axes[0][-1].legend(fontsize=7, loc='lower right')
-  fig.suptitle(title)
-  _save(fig, path)
-  plt.close(fig)
+  with figure(path, title=title, columns=panels, size=(6.5 * panels, 4.5)) as axes:
+    for i, ax in enumerate(axes[0]):
+      _draw(ax, curves, 'test accuracy')
+      if target is not None:
+        ax.axhline(target, color='black', linestyle='--', linewidth=1, label=f'target {target:g}')
+        if i == 1:
+          ax.set_ylim(target - zoom_below, 1.0)
+          ax.set_title('zoom near the target', fontsize=9)
+    axes[0][-1].legend(fontsize=7, loc='lower right')
   return path
 
 
 def plot_lines(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: Path, *,
                title: str, ylabel: str, log_y: bool = False) -> Path:
   """One panel of per-round values (e.g. seconds per round), optionally on a log axis."""
-  plt = _pyplot()
-  fig, ax = plt.subplots(figsize=(6.5, 4.5))
-  _draw(ax, curves, ylabel)
-  if log_y:
-    ax.set_yscale('log')
-  ax.legend(fontsize=8)
-  ax.set_title(title, fontsize=10)
-  _save(fig, path)
-  plt.close(fig)
+  with figure(path, title=title) as axes:
+    ax = axes[0][0]
+    _draw(ax, curves, ylabel)
+    if log_y:
+      ax.set_yscale('log')
+    ax.legend(fontsize=8)
   return path

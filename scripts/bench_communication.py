@@ -18,6 +18,8 @@ within it is reported as "not reached".
   python -m scripts.bench_communication --smoke         # a tiny wiring check (tests)
   python -m scripts.bench_communication --tune --budget_scale=0.5 --rounds_per_eval=5  # the grid
   python -m scripts.bench_communication --only=fedsgd,fedavg_e1_b10
+  python -m scripts.bench_communication \
+      --learning_rates_from=docs/benchmarks/communication/tuning/fedavg_b50/results.json,docs/benchmarks/communication/tuning/fedopt/results.json
 
 Outputs (default docs/benchmarks/communication/): results.json, results.csv, table.md,
 accuracy_vs_rounds.png; the runs themselves under runs/benchmarks/communication/.
@@ -32,8 +34,8 @@ from typing import Any
 
 from absl import flags
 
+from core.errors import UserError
 from recipes import cli
-from recipes.errors import UserError
 from scripts import bench_common
 
 _SMOKE = flags.DEFINE_bool('smoke', False, 'Tiny settings (2 algorithms, 2 rounds, low target): a wiring check.')
@@ -46,10 +48,10 @@ _BUDGET_SCALE = flags.DEFINE_float('budget_scale', 1.0, 'Multiplies every round 
 _ROUNDS_PER_EVAL = flags.DEFINE_integer(
     'rounds_per_eval', 1, 'Evaluate every this many rounds (rounds to target are exact only at 1).',
     lower_bound=1)
-_RATES_FROM = flags.DEFINE_string(
+_RATES_FROM = flags.DEFINE_list(
     'learning_rates_from', None,
-    'A tuning results.json (written by --tune): run each algorithm with the learning rate '
-    'chosen there instead of the one in ALGORITHMS.')
+    'Tuning results.json files (written by --tune), comma-separated: run each algorithm with '
+    'the learning rate chosen there instead of the one in ALGORITHMS (a later file wins).')
 _RESULTS_DIR = flags.DEFINE_string(
     'results_dir', str(bench_common.RESULTS_ROOT / 'communication'), 'Where results go.')
 _RUNS_DIR = flags.DEFINE_string(
@@ -259,7 +261,9 @@ def chosen_learning_rates(path: Path) -> dict[str, float]:
 
 def _benchmark(algorithms: list[Algorithm], results_dir: Path, runs_dir: Path) -> None:
   load = bench_common.LoadMonitor()
-  rates = chosen_learning_rates(Path(_RATES_FROM.value)) if _RATES_FROM.value else {}
+  rates = {}
+  for path in _RATES_FROM.value or ():
+    rates.update(chosen_learning_rates(Path(path)))
   rows = []
   for algorithm in algorithms:
     rows.append(_run(algorithm, runs_dir, rates.get(algorithm.key)))
@@ -327,8 +331,9 @@ def validate_flags() -> None:
   for name in ('results_dir', 'runs_dir'):
     if not flags.FLAGS[name].value.strip():
       raise UserError(f'--{name} must not be empty')
-  if _RATES_FROM.value is not None and not Path(_RATES_FROM.value).is_file():
-    raise UserError(f'--learning_rates_from={_RATES_FROM.value} is not a file')
+  for path in _RATES_FROM.value or ():
+    if not Path(path).is_file():
+      raise UserError(f'--learning_rates_from: {path} is not a file')
   if _ONLY.value:
     known = {a.key for a in ALGORITHMS}
     unknown = sorted(set(_ONLY.value) - known)

@@ -16,8 +16,8 @@ from typing import Any, Sequence
 
 from absl import flags
 
+from core.errors import UserError
 from recipes import cli
-from recipes.errors import UserError
 from scripts import bench_common
 from scripts import bench_timing
 from scripts import demo

@@ -18,8 +18,8 @@ from typing import Any, Sequence
 
 from absl import flags
 
+from core.errors import UserError
 from recipes import cli
-from recipes.errors import UserError
 from scripts import bench_common
 
 _SMOKE = flags.DEFINE_bool('smoke', False, 'Two rounds on the synthetic task: a wiring check.')

@@ -23,9 +23,9 @@ from pathlib import Path
 
 from absl import flags
 
+from core import outputs
+from core.errors import UserError
 from recipes import cli
-from recipes import outputs
-from recipes.errors import UserError
 from scripts import bench_common
 
 _NUM_CLIENTS = flags.DEFINE_integer('num_clients', 100, 'Clients (Flower SuperNodes).', lower_bound=1)

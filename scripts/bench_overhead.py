@@ -6,16 +6,17 @@ the same 800 examples with the same model, batch size and SGD step. The ratio of
 examples per second says what the federated simulation costs on top of the training.
 
 Contenders take turns round by round on the same sampled clients (warm-up rounds
-dropped; who goes first rotates every round):
+dropped; who goes first rotates every round: `bench_harness.alternate_rounds`):
 
   keras_fit       `model.fit(x, y, batch_size, epochs=1, shuffle=True)` on the round's examples
   tff_defaults    raw TFF with its defaults: `build_weighted_fed_avg(task.model_fn, ...)`
                   (DATASET_REDUCE loop), client datasets rebuilt every round, TFF's stock
                   local C++ worker
-  recipes         what every recipe runs (recipes/experiment.py, recipes/training_loop.py):
-                  DATASET_ITERATOR loop, `ClientDatasets` (built once per client), the
-                  process built from `for_learning_process(task)`, `process.next` on the
-                  recipes' worker (one client per core at a time)
+  recipes         what every recipe runs (`bench_harness.recipe_process`: the process of
+                  recipes/fed_avg.py under its default flags): DATASET_ITERATOR loop,
+                  `ClientDatasets` (built once per client), the process built from
+                  `for_learning_process(task)`, `process.next` on the recipes' worker (one
+                  client per core at a time)
 
 `--ablations` adds the steps in between, each adding one change to the previous one:
 `iterator` (DATASET_ITERATOR loop), `iterator_cached` (+ ClientDatasets),
@@ -23,7 +24,7 @@ dropped; who goes first rotates every round):
 data no longer rides along in the computation), `no_initializer_draws` (+ the zero
 initializers: the recipes' process, still on a worker that trains all clients at once);
 `recipes` then adds the recipes' worker, which trains at most one client per core at a
-time (recipes/runtime.py).
+time (core/runtime.py).
 
   python -m scripts.bench_overhead                  # the benchmark (about 3 minutes)
   python -m scripts.bench_overhead --ablations      # with the intermediate steps
@@ -38,57 +39,41 @@ worker, which other processes' load disturbs less than wall time.
 
 from __future__ import annotations
 
-import dataclasses
 import gc
-import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from absl import flags
 import numpy as np
 
-from recipes import cli
-from recipes import experiment
-from recipes import runtime
-from recipes import training_loop
-from recipes.errors import UserError
-from scripts import bench_common
-from scripts import bench_timing
 import tasks
-from tasks.models import MODELS
+from core.errors import UserError
+from recipes import cli
+from recipes import training_loop
+from scripts import bench_common
+from scripts import bench_harness
+from scripts import bench_timing
 
-tff = runtime.import_tff()
+tff = bench_harness.tff
 import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-order
 
-_SMOKE = flags.DEFINE_bool('smoke', False, 'Tiny settings (synthetic task, tiny model, 2 rounds): a wiring check.')
+bench_harness.define_flags(
+    'overhead', smoke_help='Tiny settings (synthetic task, tiny model, 2 rounds): a wiring check.',
+    rounds=12, rounds_help='Timed rounds per contender.', warmup_rounds=2, num_clients=100,
+    num_clients_help='mnist_digits clients, iid: 7,000 examples / this many per client.')
 _ABLATIONS = flags.DEFINE_bool('ablations', False, 'Also time the steps between raw TFF and the recipes.')
 _ONLY = flags.DEFINE_list('only', None, 'Time only these contenders (Keras always runs: it is the baseline).')
-_ROUNDS = flags.DEFINE_integer('rounds', 12, 'Timed rounds per contender.', lower_bound=1)
-_WARMUP_ROUNDS = flags.DEFINE_integer('warmup_rounds', 2, 'Untimed rounds first (tracing, caches).',
-                                     lower_bound=0)
-_CLIENTS_PER_ROUND = flags.DEFINE_integer('clients_per_round', 10, 'Clients per round.', lower_bound=1)
-_NUM_CLIENTS = flags.DEFINE_integer(
-    'num_clients', 100, 'mnist_digits clients, iid: 7,000 examples / this many per client.',
-    lower_bound=1)
-_BATCH_SIZE = flags.DEFINE_integer('batch_size', 20, 'Local (and Keras) batch size.', lower_bound=1)
-_MODEL = flags.DEFINE_enum('model', 'cnn', list(MODELS), 'Model.')
 _LEARNING_RATE = flags.DEFINE_float('learning_rate', 0.05, 'Client (and Keras) SGD learning rate (> 0).',
                                      lower_bound=0.0)
 _SEED = flags.DEFINE_integer('seed', 0, 'Seeds the partition and client sampling.', lower_bound=0,
                              upper_bound=2**31 - 1)
-_RESULTS_DIR = flags.DEFINE_string(
-    'results_dir', str(bench_common.RESULTS_ROOT / 'overhead'), 'Where results go.')
-
-SMOKE_SETTINGS = {'task': 'synthetic', 'model': 'tiny', 'num_clients': 20,
-                  'clients_per_round': 2, 'batch_size': 4, 'rounds': 2, 'warmup_rounds': 1}
 
 
-class KerasFit:
+class KerasFit(bench_harness.Contender):
   """Centralized Keras training on the examples of the sampled clients (the baseline)."""
 
   name = 'keras_fit'
   description = 'Keras fit: 1 epoch on the same examples, same model, batch and SGD'
-  worker_pid = None
 
   def __init__(self, task: tasks.Task, batch_size: int, learning_rate: float) -> None:
     self._task = task
@@ -115,91 +100,59 @@ class KerasFit:
     self._model.fit(x, y, batch_size=self._batch_size, epochs=1, shuffle=True, verbose=0)
 
 
-@dataclasses.dataclass
-class Federated:
-  """A FedAvg process on its own execution context (so its own C++ worker)."""
-
-  name: str
-  description: str
-  process: Any
-  datasets: Callable[[list[str]], list[Any]]
-  context: Any
-  set_initial_weights: bool = False
-  state: Any = None
-  worker_pid: int | None = None
-
-  def initialize(self, task: tasks.Task) -> None:
-    """Makes the first state (and so starts the worker); after every process is built."""
-    tff.framework.set_default_context(self.context)
-    known = runtime.worker_pids(os.getpid())
-    state = self.process.initialize()
-    if self.set_initial_weights:
-      state = self.process.set_model_weights(state, training_loop.initial_model_weights(task))
-    self.state = state
-    self.worker_pid = bench_timing.new_worker_pid(known)
-
-  def round(self, client_ids: Sequence[str]) -> None:
-    tff.framework.set_default_context(self.context)
-    self.state = self.process.next(self.state, self.datasets(list(client_ids))).state
-
-
 def _rebuilt_each_round(task: tasks.Task) -> Callable[[list[str]], list[Any]]:
   """Raw TFF usage: every round builds the sampled clients' datasets anew."""
   return lambda ids: [task.preprocess_train(task.train_data.create_tf_dataset_for_client(c))
                       for c in ids]
 
 
-def _stock_context(max_concurrent_computation_calls: int = -1) -> Any:
+def _stock_context() -> Any:
+  """TFF's own local context: a worker that trains all clients of a round at once."""
   return tff.backends.native.create_sync_local_cpp_execution_context(
-      max_concurrent_computation_calls=max_concurrent_computation_calls)
+      max_concurrent_computation_calls=-1)
 
 
 def build_contenders(task: tasks.Task, *, learning_rate: float, batch_size: int,
                      ablations: bool, only: Sequence[str] | None = None) -> list[Any]:
-  """The contenders; Keras last, since tracing TFF processes invalidates earlier Keras models."""
-  def optimizer() -> Any:
-    return tff.learning.optimizers.build_sgdm(learning_rate)
-
+  """The contenders, started; Keras last, since tracing TFF processes invalidates earlier
+  Keras models."""
+  contender = bench_harness.FederatedContender
   loops = tff.learning.LoopImplementation
-  raw = tff.learning.algorithms.build_weighted_fed_avg(
-      task.model_fn, client_optimizer_fn=optimizer(),
-      server_optimizer_fn=tff.learning.optimizers.build_sgdm(1.0),
-      loop_implementation=loops.DATASET_REDUCE)
-  # Exactly what recipes/fed_avg.py builds from experiment.run's Setup.
-  setup = experiment.Setup(
-      task=training_loop.for_learning_process(task), weighted=True,
-      client_optimizer=optimizer(), server_optimizer=tff.learning.optimizers.build_sgdm(1.0),
-      loop_implementation=loops.DATASET_ITERATOR,
-      _aggregator_fn=lambda weighted: tff.aggregators.MeanFactory())
-  recipe = tff.learning.algorithms.build_weighted_fed_avg(setup.task.model_fn, **setup.builder_args())
+
+  def raw_process(model_task: tasks.Task, loop: Any) -> Any:
+    return tff.learning.algorithms.build_weighted_fed_avg(
+        model_task.model_fn, client_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate),
+        server_optimizer_fn=tff.learning.optimizers.build_sgdm(1.0), loop_implementation=loop)
+
+  raw = raw_process(task, loops.DATASET_REDUCE)
+  recipe = bench_harness.recipe_process(task, learning_rate=learning_rate)
+  if ablations:
+    iterator = raw_process(task, loops.DATASET_ITERATOR)
+    fixed_spec = raw_process(
+        training_loop.for_learning_process(task, skip_initializer_draws=False),
+        loops.DATASET_ITERATOR)
+  # After every process is built: tracing one invalidates Keras models made before it.
+  initial_weights = training_loop.initial_model_weights(task)
   contenders: list[Any] = [
-      Federated('tff_defaults', 'raw TFF defaults: DATASET_REDUCE, datasets rebuilt per round',
-                raw, _rebuilt_each_round(task), _stock_context()),
-      Federated('recipes', 'the recipes\' plumbing: DATASET_ITERATOR, ClientDatasets, '
-                'for_learning_process, one client per core', recipe,
-                training_loop.ClientDatasets(task),
-                tff.framework.get_context_stack().current, set_initial_weights=True),
+      contender('tff_defaults', raw, _rebuilt_each_round(task), context=_stock_context(),
+                description='raw TFF defaults: DATASET_REDUCE, datasets rebuilt per round'),
+      contender('recipes', recipe, training_loop.ClientDatasets(task),
+                initial_weights=initial_weights,
+                description='the recipes\' plumbing: DATASET_ITERATOR, ClientDatasets, '
+                'for_learning_process, one client per core'),
   ]
   if ablations:
-    def iterator_process(model_task: tasks.Task) -> Any:
-      return tff.learning.algorithms.build_weighted_fed_avg(
-          model_task.model_fn, client_optimizer_fn=optimizer(),
-          server_optimizer_fn=tff.learning.optimizers.build_sgdm(1.0),
-          loop_implementation=loops.DATASET_ITERATOR)
-
-    iterator = iterator_process(task)
-    fixed_spec = iterator_process(
-        training_loop.for_learning_process(task, skip_initializer_draws=False))
     contenders[1:1] = [
-        Federated('iterator', '+ DATASET_ITERATOR loop', iterator,
-                  _rebuilt_each_round(task), _stock_context()),
-        Federated('iterator_cached', '+ datasets built once per client', iterator,
-                  training_loop.ClientDatasets(task), _stock_context()),
-        Federated('fixed_input_spec', '+ input spec fixed eagerly (no data in the computation)',
-                  fixed_spec, training_loop.ClientDatasets(task), _stock_context()),
-        Federated('no_initializer_draws', '+ models start at zero (the recipes\' process)',
-                  recipe, training_loop.ClientDatasets(task), _stock_context(),
-                  set_initial_weights=True),
+        contender('iterator', iterator, _rebuilt_each_round(task), context=_stock_context(),
+                  description='+ DATASET_ITERATOR loop'),
+        contender('iterator_cached', iterator, training_loop.ClientDatasets(task),
+                  context=_stock_context(), description='+ datasets built once per client'),
+        contender('fixed_input_spec', fixed_spec, training_loop.ClientDatasets(task),
+                  context=_stock_context(),
+                  description='+ input spec fixed eagerly (no data in the computation)'),
+        contender('no_initializer_draws', recipe, training_loop.ClientDatasets(task),
+                  context=_stock_context(), initial_weights=initial_weights,
+                  description='+ models start at zero (the recipes\' process)'),
     ]
   if only:
     unknown = set(only) - {c.name for c in contenders}
@@ -207,27 +160,10 @@ def build_contenders(task: tasks.Task, *, learning_rate: float, batch_size: int,
       raise UserError(f'--only: unknown contenders {sorted(unknown)}; choose from '
                       f'{[c.name for c in contenders]} (with --ablations for the steps)')
     contenders = [c for c in contenders if c.name in only]
-  for contender in contenders:
-    contender.initialize(task)
+  for federated in contenders:
+    federated.start()
   contenders.insert(0, KerasFit(task, batch_size, learning_rate))
   return contenders
-
-
-def measure(contenders: Sequence[Any], client_ids: Sequence[str], *, clients_per_round: int,
-            rounds: int, warmup_rounds: int, seed: int,
-            load: bench_common.LoadMonitor) -> dict[str, list[bench_timing.RoundTime]]:
-  """Interleaved rounds: every contender trains on the same sampled clients each round."""
-  times: dict[str, list[bench_timing.RoundTime]] = {c.name: [] for c in contenders}
-  for round_num in range(1, warmup_rounds + rounds + 1):
-    sampled = training_loop.sample_clients(list(client_ids), clients_per_round, seed, round_num)
-    for contender in bench_timing.rotate(contenders, round_num):
-      _, elapsed = bench_timing.timed(lambda: contender.round(sampled), contender.worker_pid)
-      if round_num > warmup_rounds:
-        times[contender.name].append(elapsed)
-    load.sample()
-    print(f'round {round_num}/{warmup_rounds + rounds}: ' + ', '.join(
-        f'{name} {t[-1].wall:.2f} s' for name, t in times.items() if t), flush=True)
-  return times
 
 
 def summarize(contenders: Sequence[Any], times: dict[str, list[bench_timing.RoundTime]],
@@ -279,33 +215,24 @@ COLUMNS = [
 ]
 
 
-def plot(rows: Sequence[dict[str, Any]], path: Any, *, title: str) -> None:
+def plot(rows: Sequence[dict[str, Any]], path: Path, *, title: str) -> None:
   """Examples/s per contender (bars, quartile whiskers) and the per-round ratios."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-
-  fig, (bars, ratios) = plt.subplots(1, 2, figsize=(12, 4.5))
-  names = [r['contender'] for r in rows]
-  rate = [r['examples_per_second'] for r in rows]
-  low = [r['examples_per_round'] / r['seconds_per_round_p75'] for r in rows]
-  high = [r['examples_per_round'] / r['seconds_per_round_p25'] for r in rows]
-  bars.bar(names, rate, yerr=[np.subtract(rate, low), np.subtract(high, rate)], capsize=4,
-           color=['gray'] + ['tab:blue'] * (len(rows) - 1))
-  bars.set_ylabel('examples per second (median, quartiles)')
-  bars.tick_params(axis='x', labelrotation=20, labelsize=8)
-  bars.grid(alpha=0.3, axis='y')
-  ratios.boxplot([r['per_round_ratio_vs_keras'] for r in rows[1:]])
-  ratios.set_xticks(range(1, len(rows)), [r['contender'] for r in rows[1:]])
-  ratios.axhline(1.0, color='black', linestyle='--', linewidth=1)
-  ratios.set_ylabel('examples/s relative to Keras fit, per round')
-  ratios.tick_params(axis='x', labelrotation=20, labelsize=8)
-  ratios.grid(alpha=0.3, axis='y')
-  fig.suptitle(title, fontsize=10)
-  fig.tight_layout()
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  with bench_common.figure(path, title=title, columns=2, size=(12, 4.5)) as axes:
+    bars, ratios = axes[0]
+    names = [r['contender'] for r in rows]
+    rate = [r['examples_per_second'] for r in rows]
+    low = [r['examples_per_round'] / r['seconds_per_round_p75'] for r in rows]
+    high = [r['examples_per_round'] / r['seconds_per_round_p25'] for r in rows]
+    bars.bar(names, rate, yerr=[np.subtract(rate, low), np.subtract(high, rate)], capsize=4,
+             color=['gray'] + ['tab:blue'] * (len(rows) - 1))
+    bars.set_ylabel('examples per second (median, quartiles)')
+    ratios.boxplot([r['per_round_ratio_vs_keras'] for r in rows[1:]])
+    ratios.set_xticks(range(1, len(rows)), [r['contender'] for r in rows[1:]])
+    ratios.axhline(1.0, color='black', linestyle='--', linewidth=1)
+    ratios.set_ylabel('examples/s relative to Keras fit, per round')
+    for ax in (bars, ratios):
+      ax.tick_params(axis='x', labelrotation=20, labelsize=8)
+      ax.grid(alpha=0.3, axis='y')
 
 
 CONTENDERS = ('keras_fit', 'tff_defaults', 'iterator', 'iterator_cached', 'fixed_input_spec',
@@ -314,10 +241,9 @@ CONTENDERS = ('keras_fit', 'tff_defaults', 'iterator', 'iterator_cached', 'fixed
 
 def validate_flags() -> None:
   """Single-flag checks beyond the bounds, right after parsing."""
+  bench_harness.validate_flags()
   if _LEARNING_RATE.value <= 0:
     raise UserError(f'--learning_rate must be positive, got {_LEARNING_RATE.value}')
-  if not _RESULTS_DIR.value.strip():
-    raise UserError('--results_dir must not be empty')
   unknown = sorted(set(_ONLY.value or ()) - set(CONTENDERS))
   if unknown:
     raise UserError(f'unknown --only={",".join(unknown)}; choose from {", ".join(CONTENDERS)}')
@@ -325,25 +251,11 @@ def validate_flags() -> None:
 
 def main(argv: Sequence[str]) -> None:
   del argv
-  settings = {
-      'task': 'mnist_digits', 'model': _MODEL.value, 'num_clients': _NUM_CLIENTS.value,
-      'clients_per_round': _CLIENTS_PER_ROUND.value, 'batch_size': _BATCH_SIZE.value,
-      'rounds': _ROUNDS.value, 'warmup_rounds': _WARMUP_ROUNDS.value,
-  }
-  if _SMOKE.value:
-    settings.update(SMOKE_SETTINGS)
-  settings.update({'partition': 'iid', 'client_epochs': 1, 'learning_rate': _LEARNING_RATE.value,
-                   'seed': _SEED.value, 'ablations': _ABLATIONS.value, 'only': _ONLY.value,
-                   'smoke': _SMOKE.value})
-  if settings['rounds'] < 1 or settings['warmup_rounds'] < 0:
-    raise UserError('--rounds must be at least 1 and --warmup_rounds at least 0')
-  task = tasks.create_task(
-      settings['task'], model=settings['model'], num_clients=settings['num_clients'],
-      partition='iid', seed=settings['seed'],
-      client_spec=tasks.ClientSpec(num_epochs=1, batch_size=settings['batch_size']))
+  settings = bench_harness.settings_from_flags(
+      learning_rate=_LEARNING_RATE.value, seed=_SEED.value, ablations=_ABLATIONS.value,
+      only=_ONLY.value)
+  task = bench_harness.create_task(settings)
   client_ids = list(task.train_data.client_ids)
-  if settings['clients_per_round'] > len(client_ids):
-    raise UserError(f'--clients_per_round exceeds the {len(client_ids)} clients')
   examples_per_client = task.train_data.create_tf_dataset_for_client(client_ids[0]).cardinality()
   settings['examples_per_client'] = int(examples_per_client)
   examples_per_round = settings['examples_per_client'] * settings['clients_per_round']
@@ -354,9 +266,10 @@ def main(argv: Sequence[str]) -> None:
   contenders = build_contenders(task, learning_rate=settings['learning_rate'],
                                 batch_size=settings['batch_size'], ablations=settings['ablations'],
                                 only=_ONLY.value)
-  times = measure(contenders, client_ids, clients_per_round=settings['clients_per_round'],
-                  rounds=settings['rounds'], warmup_rounds=settings['warmup_rounds'],
-                  seed=settings['seed'], load=load)
+  times = bench_harness.alternate_rounds(
+      contenders, client_ids, clients_per_round=settings['clients_per_round'],
+      rounds=settings['rounds'], warmup_rounds=settings['warmup_rounds'], seed=settings['seed'],
+      load=load)
   rows = summarize(contenders, times, examples_per_round)
   # Free the contenders' contexts now, while Python is intact: each stops its worker.
   del contenders
@@ -365,13 +278,10 @@ def main(argv: Sequence[str]) -> None:
   title = (f'FedAvg round vs Keras fit: {settings["clients_per_round"]} clients x '
            f'{settings["examples_per_client"]} examples, {settings["model"]}, batch '
            f'{settings["batch_size"]}, 1 epoch')
-  table = bench_common.markdown_table(rows, COLUMNS)
-  results_dir = Path(_RESULTS_DIR.value)
-  paths = bench_common.write_results(
-      results_dir, benchmark='overhead', settings=settings, rows=rows, table=table, load=load)
-  plot(rows, results_dir / 'overhead.png', title=title)
-  print(f'\n{title}\n\n{table}\n')
-  print(f'results: {paths["json"]}, {paths["csv"]}, {paths["table"]}, {results_dir / "overhead.png"}')
+  bench_common.publish(
+      Path(flags.FLAGS.results_dir), benchmark='overhead', settings=settings, rows=rows,
+      table=bench_common.markdown_table(rows, COLUMNS), title=title, load=load,
+      plot=lambda path: plot(rows, path, title=title), plot_name='overhead.png')
 
 
 if __name__ == '__main__':

@@ -2,7 +2,7 @@
 
 Runs, one after the other in this one invocation, `python -m recipes.fed_avg` and
 `scripts/bench_flower.py` (in the Flower environment) on the same experiment: McMahan's
-CNN on `mnist_digits`, 100 IID clients x 80 examples, 10 clients per round, local SGD
+CNN on `mnist_digits`, 100 IID clients x 70 examples, 10 clients per round, local SGD
 (E=1, B=10, learning rate 0.05), the example-weighted mean on the server, the same rounds;
 then reports seconds per round of each and their ratio, and both final test accuracies.
 
@@ -29,8 +29,8 @@ from typing import Any
 
 from absl import flags
 
+from core.errors import UserError
 from recipes import cli
-from recipes.errors import UserError
 from scripts import bench_common
 
 _SMOKE = flags.DEFINE_bool('smoke', False, 'Tiny settings (2 clients per round, 2 rounds): a wiring check.')

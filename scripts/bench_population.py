@@ -42,59 +42,35 @@ from typing import Any, Sequence
 
 from absl import flags
 
+from core import outputs
+from core import runtime
+from core.errors import UserError
 from recipes import cli
-from recipes import outputs
-from recipes import runtime
-from recipes.errors import UserError
 from scripts import bench_common
 from scripts import bench_timing
 
-_SMOKE = flags.DEFINE_bool('smoke', False, 'Tiny settings (10^3 and 10^5 clients, 1 round, 1 repeat): a wiring check.')
+bench_common.define_flags(
+    'population', smoke_help='Tiny settings (10^3 and 10^5 clients, 1 round, 1 repeat): a wiring check.',
+    rounds=3, rounds_help='Rounds per run (--total_rounds).')
 _POPULATIONS = flags.DEFINE_list('populations', ['1000', '10000', '100000', '1000000'],
                                  'Population sizes (--num_clients of the synthetic task) to measure.')
 _CLIENTS_PER_ROUND = flags.DEFINE_integer('clients_per_round', 10, 'Clients sampled per round.', lower_bound=1)
-_ROUNDS = flags.DEFINE_integer('rounds', 3, 'Rounds per run (--total_rounds).', lower_bound=1)
 _REPEATS = flags.DEFINE_integer('repeats', 3, 'Runs per population.', lower_bound=1, upper_bound=100)
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the task and of client sampling (--seed).', lower_bound=0)
 _TIMEOUT = flags.DEFINE_float('timeout_seconds', 900, 'Limit per run.', lower_bound=1.0)
-_RESULTS_DIR = flags.DEFINE_string(
-    'results_dir', str(bench_common.RESULTS_ROOT / 'population'), 'Where results go.')
 
 SMOKE_SETTINGS = {'populations': [1_000, 100_000], 'rounds': 1, 'repeats': 1}
 _POLL_SECONDS = 0.05
 _STARTED_MARKER = ': training on '
 
 
-def _populations(values: Sequence[str]) -> list[int]:
-  try:
-    populations = [int(v) for v in values]
-  except ValueError:
-    raise UserError(f'--populations must be integers, got {",".join(values)}') from None
-  if not populations or min(populations) < 1:
-    raise UserError(f'--populations must be positive integers, got {",".join(values)}')
-  return populations
-
-
 def validate_flags() -> None:
   """Checks that bounds cannot express (see recipes.cli.run)."""
-  populations = _populations(_POPULATIONS.value)
-  if not _SMOKE.value and min(populations) < _CLIENTS_PER_ROUND.value:
+  bench_common.validate_flags()
+  populations = bench_common.positive_ints(_POPULATIONS.value, 'populations')
+  if not flags.FLAGS.smoke and min(populations) < _CLIENTS_PER_ROUND.value:
     raise UserError(f'every population must hold at least --clients_per_round='
                     f'{_CLIENTS_PER_ROUND.value} clients, got {min(populations)}')
-  if not _RESULTS_DIR.value.strip():
-    raise UserError('--results_dir must not be empty')
-
-
-def git_commit() -> str:
-  """The checked-out commit, with `-dirty` if tracked files have uncommitted changes."""
-  def git(*args: str) -> str:
-    return subprocess.run(['git', *args], capture_output=True, text=True, cwd=bench_common.ROOT,
-                          check=True).stdout.strip()
-  try:
-    commit = git('rev-parse', 'HEAD')
-    return commit + ('-dirty' if git('status', '--porcelain', '--untracked-files=no') else '')
-  except (OSError, subprocess.CalledProcessError):
-    return 'unknown'
 
 
 def _exited(pid: int) -> bool:
@@ -252,10 +228,6 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
 
 def plot(rows: Sequence[dict[str, Any]], path: Path, *, title: str) -> None:
   """Peak memory and start-up seconds against the population (log axis), with quartiles."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-
   xs = [r['population'] for r in rows]
 
   def series(ax, key: str, label: str, marker: str) -> None:
@@ -264,49 +236,41 @@ def plot(rows: Sequence[dict[str, Any]], path: Path, *, title: str) -> None:
     high = [r.get(f'{key}_p75', r[key]) - r[key] for r in rows]
     ax.errorbar(xs, ys, yerr=[low, high], marker=marker, capsize=3, label=label)
 
-  fig, (memory, startup) = plt.subplots(1, 2, figsize=(11, 4.5))
-  series(memory, 'peak_mib', 'Python + worker (sum of peaks)', 'o')
-  series(memory, 'python_peak_mib', 'Python process', 's')
-  series(memory, 'worker_peak_mib', 'TFF worker', '^')
-  smallest = rows[0]['peak_mib']
-  memory.axhline(2 * smallest, color='gray', linestyle='--', linewidth=1,
-                 label=f'2x the {rows[0]["population"]:,}-client peak')
-  memory.set_ylabel('peak resident memory, MiB')
-  memory.set_ylim(bottom=0)
-  series(startup, 'startup_seconds', 'start-up (launch to first round)', 'o')
-  series(startup, 'process_seconds', 'whole process', 's')
-  startup.set_ylabel('seconds')
-  startup.set_ylim(bottom=0)
-  for ax in (memory, startup):
-    ax.set_xscale('log')
-    ax.set_xlabel('clients in the population')
-    ax.grid(alpha=0.3, which='both')
-    ax.legend(fontsize=7, loc='lower right')
-  fig.suptitle(title, fontsize=10)
-  fig.tight_layout()
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  with bench_common.figure(path, title=title, columns=2, size=(11, 4.5)) as axes:
+    memory, startup = axes[0]
+    series(memory, 'peak_mib', 'Python + worker (sum of peaks)', 'o')
+    series(memory, 'python_peak_mib', 'Python process', 's')
+    series(memory, 'worker_peak_mib', 'TFF worker', '^')
+    smallest = rows[0]['peak_mib']
+    memory.axhline(2 * smallest, color='gray', linestyle='--', linewidth=1,
+                   label=f'2x the {rows[0]["population"]:,}-client peak')
+    memory.set_ylabel('peak resident memory, MiB')
+    series(startup, 'startup_seconds', 'start-up (launch to first round)', 'o')
+    series(startup, 'process_seconds', 'whole process', 's')
+    startup.set_ylabel('seconds')
+    for ax in (memory, startup):
+      ax.set_ylim(bottom=0)
+      ax.set_xscale('log')
+      ax.set_xlabel('clients in the population')
+      ax.grid(alpha=0.3, which='both')
+      ax.legend(fontsize=7, loc='lower right')
 
 
 def main(argv: Sequence[str]) -> None:
   del argv
-  settings: dict[str, Any] = {
+  settings = bench_common.settings_from_flags({
       'recipe': 'fed_avg', 'task': 'synthetic', 'partition': 'shards (the default)',
-      'model': 'tiny (the default)', 'populations': _populations(_POPULATIONS.value),
-      'clients_per_round': _CLIENTS_PER_ROUND.value, 'rounds': _ROUNDS.value,
+      'model': 'tiny (the default)',
+      'populations': bench_common.positive_ints(_POPULATIONS.value, 'populations'),
+      'clients_per_round': _CLIENTS_PER_ROUND.value, 'rounds': flags.FLAGS.rounds,
       'repeats': _REPEATS.value, 'seed': _SEED.value, 'timeout_seconds': _TIMEOUT.value,
-      'smoke': _SMOKE.value,
-  }
-  if _SMOKE.value:
-    settings.update(SMOKE_SETTINGS)
+  }, SMOKE_SETTINGS)
   populations = sorted(set(settings['populations']))
   if min(populations) < settings['clients_per_round']:
     raise UserError(f'every population must hold at least {settings["clients_per_round"]} clients')
   settings['populations'] = populations
   runs_dir = bench_common.run_directory(bench_common.RUNS_ROOT / 'population')
   load = bench_common.LoadMonitor()
-  commit = git_commit()
 
   runs = []
   # Interleaved (10^3, 10^4, ..., then again): a burst of load hits every population.
@@ -321,14 +285,10 @@ def main(argv: Sequence[str]) -> None:
 
   title = (f'FedAvg on synthetic ({settings["clients_per_round"]} clients/round, '
            f'{settings["rounds"]} rounds, {settings["repeats"]} runs each; median and quartiles)')
-  text = table(rows)
-  results_dir = Path(_RESULTS_DIR.value)
-  paths = bench_common.write_results(
-      results_dir, benchmark='population', settings=settings, rows=rows, table=text, load=load,
-      extra={'git_commit': commit, 'runs': runs, 'runs_dir': str(runs_dir)})
-  plot(rows, results_dir / 'population.png', title=title)
-  print(f'\n{title}\n\n{text}\n')
-  print(f'results: {paths["json"]}, {paths["csv"]}, {paths["table"]}, {results_dir / "population.png"}')
+  bench_common.publish(
+      Path(flags.FLAGS.results_dir), benchmark='population', settings=settings, rows=rows,
+      table=table(rows), title=title, load=load, extra={'runs': runs, 'runs_dir': str(runs_dir)},
+      plot=lambda path: plot(rows, path, title=title), plot_name='population.png')
 
 
 if __name__ == '__main__':

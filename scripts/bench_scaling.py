@@ -1,8 +1,8 @@
 """Scaling: seconds per round and peak memory against clients per round and model size.
 
 FedAvg on `mnist_digits` split IID into 200 clients (40 examples each), batch 20, one
-local epoch, run through the recipes' own plumbing (`experiment.Setup`,
-`training_loop.ClientDatasets`, `process.next`):
+local epoch, run through the recipes' own plumbing (`bench_harness.recipe_process`,
+`training_loop.ClientDatasets`, `process.next`, timed by `bench_harness.alternate_rounds`):
 
 * clients per round in (10, 50, 100, 200) with the `cnn` model;
 * model size: `tiny` (7,850 parameters), `2nn` (199,210), `cnn_dropout` (1,199,882) and
@@ -22,43 +22,38 @@ Outputs (default docs/benchmarks/scaling/): results.json, results.csv, table.md,
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 from absl import flags
 
+from core.errors import UserError
 from recipes import cli
-from recipes import experiment
-from recipes import runtime
 from recipes import training_loop
-from recipes.errors import UserError
 from scripts import bench_common
+from scripts import bench_harness
 from scripts import bench_timing
-import tasks
 from tasks.models import MODELS
 
-# At import, as the recipes do: TensorFlow imported later, inside absl's app.run, built
-# broken Keras models here ("Attempt to convert a value (None)" in Flatten).
-tff = runtime.import_tff()
+# TFF at import (bench_harness imports it), as the recipes do: TensorFlow imported later,
+# inside absl's app.run, built broken Keras models here ("Attempt to convert a value
+# (None)" in Flatten).
+tff = bench_harness.tff
 
-_SMOKE = flags.DEFINE_bool('smoke', False, 'Tiny settings (synthetic task, 2 configurations): a wiring check.')
+bench_harness.define_flags(
+    'scaling', smoke_help='Tiny settings (synthetic task, 2 configurations): a wiring check.',
+    rounds=3, warmup_rounds=1,
+    num_clients=200, num_clients_help='mnist_digits clients (IID split of 7,000 examples).',
+    model=None, clients_per_round=None)
 _CLIENTS = flags.DEFINE_list('clients_per_round', ['10', '50', '100', '200'], 'Client counts to sweep.')
 _MODELS = flags.DEFINE_list('models', ['tiny', '2nn', 'cnn_dropout', 'cnn'], 'Models to sweep.')
 _CLIENTS_MODEL = flags.DEFINE_enum('clients_model', 'cnn', list(MODELS),
                                    'Model of the clients-per-round sweep.')
 _MODELS_CLIENTS = flags.DEFINE_integer('models_clients_per_round', 10,
                                       'Clients per round of the model sweep.', lower_bound=1)
-_NUM_CLIENTS = flags.DEFINE_integer('num_clients', 200, 'mnist_digits clients (IID split of 7,000 examples).',
-                                    lower_bound=1)
-_BATCH_SIZE = flags.DEFINE_integer('batch_size', 20, 'Local batch size.', lower_bound=1)
-_ROUNDS = flags.DEFINE_integer('rounds', 3, 'Timed rounds per configuration.', lower_bound=1)
-_WARMUP_ROUNDS = flags.DEFINE_integer('warmup_rounds', 1, 'Untimed rounds first.', lower_bound=0)
 _TIMEOUT = flags.DEFINE_float('timeout_seconds', 900, 'Limit per configuration (> 0).',
                               lower_bound=0.0)
-_RESULTS_DIR = flags.DEFINE_string(
-    'results_dir', str(bench_common.RESULTS_ROOT / 'scaling'), 'Where results go.')
 _MEASURE = flags.DEFINE_string('measure', None, 'Internal: JSON of one configuration to measure in this process.')
 
 SMOKE_SETTINGS = {'task': 'synthetic', 'num_clients': 8, 'clients_per_round': [2, 4],
@@ -69,31 +64,19 @@ _RESULT_PREFIX = 'SCALING_RESULT '
 
 def measure_configuration(config: dict[str, Any]) -> dict[str, Any]:
   """Trains `config` for a few rounds in this process; returns its timings and peak memory."""
-  task = tasks.create_task(
-      config['task'], model=config['model'], num_clients=config['num_clients'], partition='iid',
-      client_spec=tasks.ClientSpec(num_epochs=1, batch_size=config['batch_size']))
-  setup = experiment.Setup(
-      task=training_loop.for_learning_process(task), weighted=True,
-      client_optimizer=tff.learning.optimizers.build_sgdm(0.05),
-      server_optimizer=tff.learning.optimizers.build_sgdm(1.0),
-      loop_implementation=tff.learning.LoopImplementation.DATASET_ITERATOR,
-      _aggregator_fn=lambda weighted: tff.aggregators.MeanFactory())
-  process = tff.learning.algorithms.build_weighted_fed_avg(setup.task.model_fn, **setup.builder_args())
-  state = process.set_model_weights(process.initialize(), training_loop.initial_model_weights(task))
-  worker = bench_timing.new_worker_pid(())
+  task = bench_harness.create_task(config)
+  recipes = bench_harness.FederatedContender(
+      'recipes', bench_harness.recipe_process(task), training_loop.ClientDatasets(task),
+      initial_weights=training_loop.initial_model_weights(task))
+  recipes.start()
+  worker = recipes.worker_pids[0]
   parameters = task.keras_model_fn().count_params()
   start_mib = {'python': bench_timing.memory_mib(field='VmRSS'),
                'worker': bench_timing.memory_mib(worker, 'VmRSS')}
-  datasets = training_loop.ClientDatasets(task)
-  client_ids = list(task.train_data.client_ids)
-  times = []
-  for round_num in range(1, config['warmup_rounds'] + config['rounds'] + 1):
-    sampled = training_loop.sample_clients(client_ids, config['clients_per_round'], 0, round_num)
-    output, elapsed = bench_timing.timed(lambda: process.next(state, datasets(sampled)), worker)
-    state = output.state
-    if round_num > config['warmup_rounds']:
-      times.append(elapsed)
-  examples = int(output.metrics['client_work']['train']['num_examples'])
+  times = bench_harness.alternate_rounds(
+      [recipes], list(task.train_data.client_ids), clients_per_round=config['clients_per_round'],
+      rounds=config['rounds'], warmup_rounds=config['warmup_rounds'])[recipes.name]
+  examples = int(recipes.output.metrics['client_work']['train']['num_examples'])
   peak = {'python': bench_timing.memory_mib(), 'worker': bench_timing.memory_mib(worker)}
   seconds = bench_timing.spread([t.wall for t in times])
   return {
@@ -136,46 +119,38 @@ def _fits(rows: Sequence[dict[str, Any]], x_key: str) -> dict[str, Any]:
 def plot(by_clients: Sequence[dict[str, Any]], by_model: Sequence[dict[str, Any]],
          fits: dict[str, Any], path: Path, *, title: str) -> None:
   """Seconds per round and peak memory against clients per round and against parameters."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
 
-  fig, axes = plt.subplots(2, 2, figsize=(11, 8))
-  panels = [
-      (axes[0][0], by_clients, 'clients_per_round', 'seconds_per_round', 'seconds per round', 'clients per round'),
-      (axes[0][1], by_clients, 'clients_per_round', 'peak_mib', 'peak memory, MiB (Python + worker)', 'clients per round'),
-      (axes[1][0], by_model, 'parameters', 'seconds_per_round', 'seconds per round', 'model parameters'),
-      (axes[1][1], by_model, 'parameters', 'peak_mib', 'peak memory, MiB (Python + worker)', 'model parameters'),
-  ]
-  for ax, rows, x_key, y_key, ylabel, xlabel in panels:
-    if not rows:
-      ax.set_visible(False)
-      continue
-    xs = np.array([r[x_key] for r in rows], dtype=float)
-    ax.plot(xs, [r[y_key] for r in rows], 'o', label='measured')
-    for r in rows:
-      if x_key == 'parameters':
-        ax.annotate(r['model'], (r[x_key], r[y_key]), fontsize=7, xytext=(3, 3), textcoords='offset points')
-    fit = fits.get(x_key, {}).get(y_key)
-    if fit:
-      line = np.linspace(0, xs.max(), 50)
-      ax.plot(line, fit['slope'] * line + fit['intercept'], '--',
-              label=f'least squares, R^2 = {fit["r2"]:.3f}')
-    if y_key == 'seconds_per_round':
-      ax.errorbar(xs, [r['seconds_per_round'] for r in rows],
-                  yerr=[[r['seconds_per_round'] - r['seconds_per_round_min'] for r in rows],
-                        [r['seconds_per_round_max'] - r['seconds_per_round'] for r in rows]],
-                  fmt='none', ecolor='gray', capsize=3)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-  fig.suptitle(title, fontsize=10)
-  fig.tight_layout()
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  with bench_common.figure(path, title=title, rows=2, columns=2, size=(11, 8)) as axes:
+    panels = [
+        (axes[0][0], by_clients, 'clients_per_round', 'seconds_per_round', 'seconds per round', 'clients per round'),
+        (axes[0][1], by_clients, 'clients_per_round', 'peak_mib', 'peak memory, MiB (Python + worker)', 'clients per round'),
+        (axes[1][0], by_model, 'parameters', 'seconds_per_round', 'seconds per round', 'model parameters'),
+        (axes[1][1], by_model, 'parameters', 'peak_mib', 'peak memory, MiB (Python + worker)', 'model parameters'),
+    ]
+    for ax, rows, x_key, y_key, ylabel, xlabel in panels:
+      if not rows:
+        ax.set_visible(False)
+        continue
+      xs = np.array([r[x_key] for r in rows], dtype=float)
+      ax.plot(xs, [r[y_key] for r in rows], 'o', label='measured')
+      for r in rows:
+        if x_key == 'parameters':
+          ax.annotate(r['model'], (r[x_key], r[y_key]), fontsize=7, xytext=(3, 3), textcoords='offset points')
+      fit = fits.get(x_key, {}).get(y_key)
+      if fit:
+        line = np.linspace(0, xs.max(), 50)
+        ax.plot(line, fit['slope'] * line + fit['intercept'], '--',
+                label=f'least squares, R^2 = {fit["r2"]:.3f}')
+      if y_key == 'seconds_per_round':
+        ax.errorbar(xs, [r['seconds_per_round'] for r in rows],
+                    yerr=[[r['seconds_per_round'] - r['seconds_per_round_min'] for r in rows],
+                          [r['seconds_per_round_max'] - r['seconds_per_round'] for r in rows]],
+                    fmt='none', ecolor='gray', capsize=3)
+      ax.set_xlabel(xlabel)
+      ax.set_ylabel(ylabel)
+      ax.grid(alpha=0.3)
+      ax.legend(fontsize=7)
 
 
 COLUMNS = [
@@ -210,19 +185,13 @@ def _fit_table(fits: dict[str, Any]) -> str:
 
 def validate_flags() -> None:
   """Single-flag checks beyond the bounds, right after parsing."""
+  bench_common.validate_flags()
   if _TIMEOUT.value <= 0:
     raise UserError(f'--timeout_seconds must be positive, got {_TIMEOUT.value}')
-  if not _RESULTS_DIR.value.strip():
-    raise UserError('--results_dir must not be empty')
   unknown = sorted(set(_MODELS.value) - set(MODELS))
   if unknown:
     raise UserError(f'unknown --models={",".join(unknown)}; choose from {", ".join(MODELS)}')
-  try:
-    counts = [int(c) for c in _CLIENTS.value]
-  except ValueError:
-    raise UserError(f'--clients_per_round must be integers, got {",".join(_CLIENTS.value)}') from None
-  if not counts or min(counts) < 1:
-    raise UserError('--clients_per_round must be positive integers')
+  bench_common.positive_ints(_CLIENTS.value, 'clients_per_round')
   if _MEASURE.value is not None:
     try:
       json.loads(_MEASURE.value)
@@ -235,15 +204,13 @@ def main(argv: Sequence[str]) -> None:
   if _MEASURE.value:
     print(_RESULT_PREFIX + json.dumps(measure_configuration(json.loads(_MEASURE.value))), flush=True)
     return
-  settings = {
-      'task': 'mnist_digits', 'num_clients': _NUM_CLIENTS.value,
-      'clients_per_round': [int(c) for c in _CLIENTS.value], 'models': list(_MODELS.value),
-      'clients_model': _CLIENTS_MODEL.value, 'models_clients_per_round': _MODELS_CLIENTS.value,
-      'batch_size': _BATCH_SIZE.value, 'rounds': _ROUNDS.value, 'warmup_rounds': _WARMUP_ROUNDS.value,
-  }
-  if _SMOKE.value:
-    settings.update(SMOKE_SETTINGS)
-  settings.update({'partition': 'iid', 'client_epochs': 1, 'smoke': _SMOKE.value})
+  settings = bench_common.settings_from_flags({
+      'task': 'mnist_digits', 'num_clients': flags.FLAGS.num_clients,
+      'clients_per_round': bench_common.positive_ints(_CLIENTS.value, 'clients_per_round'),
+      'models': list(_MODELS.value), 'clients_model': _CLIENTS_MODEL.value,
+      'models_clients_per_round': _MODELS_CLIENTS.value, 'batch_size': flags.FLAGS.batch_size,
+      'rounds': flags.FLAGS.rounds, 'warmup_rounds': flags.FLAGS.warmup_rounds,
+  }, SMOKE_SETTINGS, partition='iid', client_epochs=1)
   if max(settings['clients_per_round'] + [settings['models_clients_per_round']]) > settings['num_clients']:
     raise UserError(f'clients per round cannot exceed --num_clients={settings["num_clients"]}')
   base = {k: settings[k] for k in ('task', 'num_clients', 'batch_size', 'rounds', 'warmup_rounds')}
@@ -270,13 +237,11 @@ def main(argv: Sequence[str]) -> None:
   title = (f'FedAvg on {settings["task"]} ({settings["num_clients"]} IID clients), batch '
            f'{settings["batch_size"]}, 1 epoch; clients sweep with {settings["clients_model"]}, '
            f'model sweep at {settings["models_clients_per_round"]} clients/round')
-  table = bench_common.markdown_table(rows, COLUMNS) + '\n\nLinear fits:\n\n' + _fit_table(fits)
-  results_dir = Path(_RESULTS_DIR.value)
-  paths = bench_common.write_results(results_dir, benchmark='scaling', settings=settings, rows=rows,
-                                     table=table, load=load, extra={'fits': fits})
-  plot(by_clients, by_model, fits, results_dir / 'scaling.png', title=title)
-  print(f'\n{title}\n\n{table}\n')
-  print(f'results: {paths["json"]}, {paths["csv"]}, {paths["table"]}, {results_dir / "scaling.png"}')
+  bench_common.publish(
+      Path(flags.FLAGS.results_dir), benchmark='scaling', settings=settings, rows=rows,
+      table=bench_common.markdown_table(rows, COLUMNS) + '\n\nLinear fits:\n\n' + _fit_table(fits),
+      title=title, load=load, extra={'fits': fits}, plot_name='scaling.png',
+      plot=lambda path: plot(by_clients, by_model, fits, path, title=title))
 
 
 if __name__ == '__main__':

@@ -1,10 +1,10 @@
-"""What the in-process timing benchmarks share (overhead, scaling, remote worker).
+"""Timing and statistics of the benchmarks: CPU and memory from /proc, timed rounds, spreads.
 
-They time `process.next` inside one Python process, so that contenders can take turns
-round by round on the same sampled clients: on a shared machine a burst of load then
-hits all of them alike, and the per-round ratios stay comparable. Next to wall seconds
-they record CPU seconds (this process plus its TFF worker, read from /proc), which
-other processes' load disturbs much less.
+The in-process benchmarks (overhead, remote, scaling, workers; their round loop is
+`bench_harness.alternate_rounds`) time `process.next` inside one Python process. Next to
+wall seconds they record CPU seconds (this process plus its TFF workers, read from
+/proc), which other processes' load disturbs much less. Imports neither TensorFlow nor
+TFF (the population benchmark and the tests use it from plain drivers).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from recipes import runtime
+from core import runtime
 
 _CLOCK_TICKS = os.sysconf('SC_CLK_TCK')
 
@@ -45,7 +45,7 @@ def new_worker_pid(known: Iterable[int]) -> int | None:
 
 @dataclasses.dataclass
 class RoundTime:
-  """One timed round: wall seconds, and CPU seconds of this process and of a worker."""
+  """One timed round: wall seconds, and CPU seconds of this process and of its workers."""
 
   wall: float
   cpu: float
@@ -56,16 +56,21 @@ class RoundTime:
     return self.cpu + self.worker_cpu
 
 
-def timed(fn: Callable[[], Any], worker_pid: int | None = None) -> tuple[Any, RoundTime]:
-  """Runs `fn()`; returns its result and how long it took (wall and CPU)."""
-  worker_before = cpu_seconds(worker_pid) if worker_pid else 0.0
+def timed(fn: Callable[[], Any], worker_pids: Sequence[int] = ()) -> tuple[Any, RoundTime]:
+  """Runs `fn()`; returns its result and how long it took.
+
+  Args:
+    fn: What to time.
+    worker_pids: TFF workers whose CPU seconds count too (summed into `worker_cpu`).
+  """
+  workers_before = [cpu_seconds(pid) for pid in worker_pids]
   cpu_before = time.process_time()
   start = time.perf_counter()
   result = fn()
   wall = time.perf_counter() - start
   cpu = time.process_time() - cpu_before
-  worker = cpu_seconds(worker_pid) - worker_before if worker_pid else 0.0
-  return result, RoundTime(wall=wall, cpu=cpu, worker_cpu=worker)
+  workers = sum(cpu_seconds(pid) - before for pid, before in zip(worker_pids, workers_before))
+  return result, RoundTime(wall=wall, cpu=cpu, worker_cpu=workers)
 
 
 def spread(values: Sequence[float]) -> dict[str, float]:

@@ -2,6 +2,8 @@
 
   python -m scripts.bench_vertical           # the benchmark: 18-28 minutes on the shared 2 cores
   python -m scripts.bench_vertical --smoke   # tiny sizes, 1 epoch: a wiring check (tests)
+  python -m scripts.bench_vertical --psi_only --output_dir=docs/benchmarks/vertical_psi
+                                             # part 1 alone (~1 min per size on 2 idle cores)
 
 Measures, in one process:
 1. PSI wall time for n vs n IDs (half of them shared), up to 100,000 vs 100,000; target:
@@ -46,9 +48,9 @@ import numpy as np
 if __package__ in (None, ''):  # Run as a file: make the project importable.
   sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from core import outputs  # noqa: E402
+from core.errors import UserError  # noqa: E402
 from recipes import cli  # noqa: E402
-from recipes import outputs  # noqa: E402
-from recipes.errors import UserError  # noqa: E402
 from recipes.vertical import provenance  # noqa: E402
 from recipes.vertical import psi  # noqa: E402
 from recipes.vertical import secure_sum  # noqa: E402
@@ -64,7 +66,10 @@ if TYPE_CHECKING:
 # pools is unsafe) re-import this module and need nothing but the cryptography.
 
 _SMOKE = flags.DEFINE_bool('smoke', False, 'Tiny sizes and 1 epoch; checks are reported, not enforced.')
-_OUTPUT_DIR = flags.DEFINE_string('output_dir', 'docs/benchmarks/vertical', 'Where the results go.')
+_DEFAULT_OUTPUT_DIR = 'docs/benchmarks/vertical'
+_OUTPUT_DIR = flags.DEFINE_string('output_dir', _DEFAULT_OUTPUT_DIR, 'Where the results go.')
+_PSI_ONLY = flags.DEFINE_bool('psi_only', False, 'Time only the PSI (part 1), e.g. on a quiet machine; '
+                              'needs an --output_dir other than the full benchmark\'s.')
 _PSI_WORKERS = flags.DEFINE_integer('psi_workers', os.cpu_count() or 1, 'Processes for the PSI.',
                                     lower_bound=1)
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed repetitions of the PSI and of each fusion.',
@@ -95,10 +100,13 @@ def validate_flags() -> None:
   """Checks what absl's bounds cannot express.
 
   Raises:
-    UserError: An empty --output_dir.
+    UserError: An empty --output_dir, or --psi_only writing over the full results.
   """
   if not _OUTPUT_DIR.value.strip():
     raise UserError('--output_dir must not be empty')
+  if _PSI_ONLY.value and Path(_OUTPUT_DIR.value).resolve() == Path(_DEFAULT_OUTPUT_DIR).resolve():
+    raise UserError(f'--psi_only would replace the full benchmark\'s results in {_DEFAULT_OUTPUT_DIR}; '
+                    'pass another --output_dir (e.g. docs/benchmarks/vertical_psi)')
 
 
 def _plan() -> Plan:
@@ -253,23 +261,34 @@ def bench_accuracy(plan: Plan, load: bench_common.LoadMonitor) -> dict[str, Any]
   return {'seeds': list(plan.seeds), 'runs': runs, 'mean_accuracy': mean, 'digits_curves': curves}
 
 
+def _row(measurement: str, value: Any, target: str = '', met: bool | None = None, *,
+         enforce: bool) -> dict[str, Any]:
+  return {'measurement': measurement, 'value': value, 'target': target,
+          'met': '' if met is None else met if enforce else 'skipped'}
+
+
+def psi_summary_rows(psi_rows: list[dict[str, Any]], *, enforce: bool) -> list[dict[str, Any]]:
+  """The PSI rows of the summary: the largest size's median (with its target), spread and CPU."""
+  largest = psi_rows[-1]
+  n, seconds = largest['ids_per_party'], largest['seconds']
+  return [_row(f'PSI seconds, {n:,} vs {n:,} IDs, median', round(seconds['median'], 2),
+               f'< {PSI_TARGET_SECONDS:g}', seconds['median'] < PSI_TARGET_SECONDS, enforce=enforce),
+          _row(f'PSI seconds, {n:,} vs {n:,} IDs, quartiles', f'{seconds["q1"]:.2f}-{seconds["q3"]:.2f}',
+               enforce=enforce),
+          _row(f'PSI seconds, {n:,} vs {n:,} IDs, min-max', f'{seconds["min"]:.2f}-{seconds["max"]:.2f}',
+               enforce=enforce),
+          _row(f'PSI CPU seconds (all processes), {n:,} vs {n:,} IDs, median',
+               round(largest['cpu_seconds']['median'], 2), enforce=enforce)]
+
+
 def summary_rows(psi_rows: list[dict[str, Any]], overhead: dict[str, Any], accuracy: dict[str, Any], *,
                  enforce: bool) -> list[dict[str, Any]]:
   """One row per headline number, with its target and whether it was met (if `enforce`)."""
-  def row(measurement: str, value: float, target: str = '', met: bool | None = None) -> dict[str, Any]:
-    return {'measurement': measurement, 'value': value, 'target': target,
-            'met': '' if met is None else met if enforce else 'skipped'}
+  def row(measurement: str, value: Any, target: str = '', met: bool | None = None) -> dict[str, Any]:
+    return _row(measurement, value, target, met, enforce=enforce)
 
-  largest = psi_rows[-1]
-  n, seconds = largest['ids_per_party'], largest['seconds']
-  rows = [row(f'PSI seconds, {n:,} vs {n:,} IDs, median', round(seconds['median'], 2),
-              f'< {PSI_TARGET_SECONDS:g}', seconds['median'] < PSI_TARGET_SECONDS),
-          row(f'PSI seconds, {n:,} vs {n:,} IDs, quartiles',
-              f'{seconds["q1"]:.2f}-{seconds["q3"]:.2f}'),
-          row(f'PSI seconds, {n:,} vs {n:,} IDs, min-max', f'{seconds["min"]:.2f}-{seconds["max"]:.2f}'),
-          row(f'PSI CPU seconds (all processes), {n:,} vs {n:,} IDs, median',
-              round(largest['cpu_seconds']['median'], 2)),
-          row('training time, secure aggregation / plain (medians)',
+  rows = psi_summary_rows(psi_rows, enforce=enforce)
+  rows += [row('training time, secure aggregation / plain (medians)',
               round(overhead['overhead_ratio'], 2)),
           row('training time ratio per pair, quartiles',
               f'{overhead["overhead_ratio_per_pair"]["q1"]:.2f}-'
@@ -293,9 +312,24 @@ def summary_rows(psi_rows: list[dict[str, Any]], overhead: dict[str, Any], accur
 def headline(psi_rows: list[dict[str, Any]], overhead: dict[str, Any],
              accuracy: dict[str, Any]) -> dict[str, Any]:
   """The numbers the README quotes, rounded as quoted, under stable keys."""
+  mean = accuracy['mean_accuracy']
+  return {
+      **psi_headline(psi_rows),
+      'training_overhead_ratio_median': round(overhead['overhead_ratio'], 2),
+      'training_overhead_ratio_per_pair_q1': round(overhead['overhead_ratio_per_pair']['q1'], 2),
+      'training_overhead_ratio_per_pair_q3': round(overhead['overhead_ratio_per_pair']['q3'], 2),
+      'fusion_microseconds_secure_median': round(overhead['fusion_microseconds_secure']['median']),
+      'fusion_microseconds_plain_median': round(overhead['fusion_microseconds_plain']['median']),
+      **{f'{task}_accuracy_{model}': round(value, 3)
+         for task, values in mean.items() for model, value in values.items()},
+      'accuracy_seeds': accuracy['seeds'],
+  }
+
+
+def psi_headline(psi_rows: list[dict[str, Any]]) -> dict[str, Any]:
+  """The PSI numbers the README quotes (largest size), rounded as quoted."""
   largest = psi_rows[-1]
   seconds = largest['seconds']
-  mean = accuracy['mean_accuracy']
   return {
       'psi_ids_per_party': largest['ids_per_party'],
       'psi_seconds_median': round(seconds['median'], 2),
@@ -309,14 +343,6 @@ def headline(psi_rows: list[dict[str, Any]], overhead: dict[str, Any],
       'psi_cpu_seconds_q1': round(largest['cpu_seconds']['q1'], 2),
       'psi_cpu_seconds_q3': round(largest['cpu_seconds']['q3'], 2),
       'psi_load_average_1min': largest['load_average_1min_after_each_run'],
-      'training_overhead_ratio_median': round(overhead['overhead_ratio'], 2),
-      'training_overhead_ratio_per_pair_q1': round(overhead['overhead_ratio_per_pair']['q1'], 2),
-      'training_overhead_ratio_per_pair_q3': round(overhead['overhead_ratio_per_pair']['q3'], 2),
-      'fusion_microseconds_secure_median': round(overhead['fusion_microseconds_secure']['median']),
-      'fusion_microseconds_plain_median': round(overhead['fusion_microseconds_plain']['median']),
-      **{f'{task}_accuracy_{model}': round(value, 3)
-         for task, values in mean.items() for model, value in values.items()},
-      'accuracy_seeds': accuracy['seeds'],
   }
 
 
@@ -337,6 +363,26 @@ def _plot(out: Path, psi_rows: list[dict[str, Any]], overhead: dict[str, Any],
                       xlabel='epoch', ylabel='test accuracy')
 
 
+def _publish(benchmark: str, rows: list[dict[str, Any]], settings: dict[str, Any],
+             load: bench_common.LoadMonitor, extra: dict[str, Any]) -> Path:
+  """Prints the summary table, writes the results to --output_dir and returns that folder."""
+  table = bench_common.markdown_table(rows, _COLUMNS)
+  print('\n' + table)
+  out = Path(_OUTPUT_DIR.value)
+  bench_common.write_results(
+      out, benchmark=benchmark,
+      settings={'smoke': _SMOKE.value, 'seed': _SEED.value, 'psi_workers': _PSI_WORKERS.value, **settings},
+      rows=rows, table=table, load=load, extra={'seed': _SEED.value, **extra})
+  return out
+
+
+def _exit_if_failed(rows: list[dict[str, Any]]) -> None:
+  failed = [row['measurement'] for row in rows if row['met'] is False]
+  if failed:
+    print(f'checks failed: {"; ".join(failed)}', file=sys.stderr)
+    sys.exit(1)
+
+
 def main(argv: Sequence[str]) -> None:
   del argv
   # The code that runs is the code on disk now: record its commit before anything else.
@@ -344,27 +390,23 @@ def main(argv: Sequence[str]) -> None:
   plan = _plan()
   load = bench_common.LoadMonitor()
   psi_rows = bench_psi(plan, _PSI_WORKERS.value, load)
+  if _PSI_ONLY.value:
+    rows = psi_summary_rows(psi_rows, enforce=not _SMOKE.value)
+    out = _publish('vertical_psi', rows, {'psi_sizes': list(plan.psi_sizes), 'repeats': plan.repeats},
+                   load, {'git_commit': git_commit, 'headline': psi_headline(psi_rows), 'psi': psi_rows})
+    print(f'\nResults: {out}')
+    _exit_if_failed(rows)
+    return
   overhead = bench_secure_aggregation(plan, load)
   accuracy = bench_accuracy(plan, load)
   rows = summary_rows(psi_rows, overhead, accuracy, enforce=not _SMOKE.value)
-  table = bench_common.markdown_table(rows, _COLUMNS)
-  print('\n' + table)
-
-  out = Path(_OUTPUT_DIR.value)
-  bench_common.write_results(
-      out, benchmark='vertical',
-      settings={'smoke': _SMOKE.value, 'seed': _SEED.value, 'psi_workers': _PSI_WORKERS.value,
-                **dataclasses.asdict(plan)},
-      rows=rows, table=table, load=load,
-      extra={'seed': _SEED.value, 'git_commit': git_commit,
-             'headline': headline(psi_rows, overhead, accuracy),
-             'psi': psi_rows, 'secure_aggregation': overhead, 'accuracy': accuracy})
+  out = _publish(
+      'vertical', rows, dataclasses.asdict(plan), load,
+      {'git_commit': git_commit, 'headline': headline(psi_rows, overhead, accuracy),
+       'psi': psi_rows, 'secure_aggregation': overhead, 'accuracy': accuracy})
   _plot(out, psi_rows, overhead, accuracy)
   print(f'\nResults: {out}')
-  failed = [row['measurement'] for row in rows if row['met'] is False]
-  if failed:
-    print(f'checks failed: {"; ".join(failed)}', file=sys.stderr)
-    sys.exit(1)
+  _exit_if_failed(rows)
 
 
 if __name__ == '__main__':

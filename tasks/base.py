@@ -7,7 +7,7 @@ from typing import Callable
 
 import tensorflow as tf
 
-from recipes.runtime import import_tff
+from core.runtime import import_tff
 
 tff = import_tff()
 
@@ -110,7 +110,3 @@ class Task:
         loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[tf.keras.metrics.SparseCategoricalAccuracy()],
     )
-
-  def with_client_spec(self, client_spec: ClientSpec) -> 'Task':
-    """Returns a copy of this task with another client spec."""
-    return dataclasses.replace(self, client_spec=client_spec)

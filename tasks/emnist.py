@@ -21,8 +21,8 @@ from typing import Any, Mapping
 
 import tensorflow as tf
 
-from recipes.errors import UserError
-from recipes.runtime import import_tff
+from core.errors import UserError
+from core.runtime import import_tff
 
 tff = import_tff()
 

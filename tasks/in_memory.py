@@ -7,7 +7,7 @@ from typing import Any, Sequence
 import numpy as np
 import tensorflow as tf
 
-from recipes.runtime import import_tff
+from core.runtime import import_tff
 from tasks import numbered_clients
 
 tff = import_tff()

@@ -18,7 +18,7 @@ from typing import Callable
 
 import tensorflow as tf
 
-from recipes.errors import UserError
+from core.errors import UserError
 
 INPUT_SHAPE = (28, 28, 1)
 MODELS = ('cnn_dropout', 'cnn', '2nn', 'tiny')

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator
 
 import tensorflow as tf
 
-from recipes.runtime import import_tff
+from core.runtime import import_tff
 
 tff = import_tff()
 

@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from recipes.errors import UserError
+from core.errors import UserError
 
 PARTITIONS = ('iid', 'shards', 'dirichlet')
 

@@ -6,7 +6,7 @@ import functools
 
 import tensorflow as tf
 
-from recipes.errors import UserError
+from core.errors import UserError
 from tasks import emnist
 from tasks import mnist_digits
 from tasks import models
@@ -31,15 +31,16 @@ _APPLICABLE_OPTIONS = {
 }
 
 
-def _check_options(name: str, non_default: dict[str, object], partition: str) -> None:
-  """Rejects options that were changed from their defaults but do nothing for this task."""
-  unused = sorted(set(non_default) - _APPLICABLE_OPTIONS[name])
+def _check_options(name: str, given: dict[str, object], partition: str) -> None:
+  """Rejects options that were given but do nothing for this task (the one place this is checked)."""
+  unused = sorted(set(given) - _APPLICABLE_OPTIONS[name])
   if unused:
-    settings = ', '.join(f'{option}={non_default[option]!r}' for option in unused)
+    # Named as the recipes' flags are (--num_clients=...), which is how most users set them.
+    settings = ', '.join(f'--{option}={given[option]!r}' for option in unused)
     raise UserError(f'{settings} does not apply to task {name!r} '
                     f'(its options: {", ".join(sorted(_APPLICABLE_OPTIONS[name]))})')
-  if 'alpha' in non_default and partition != 'dirichlet':
-    raise UserError(f'alpha applies only to partition=\'dirichlet\', not {partition!r}')
+  if 'alpha' in given and partition != 'dirichlet':
+    raise UserError(f'--alpha applies only to partition=\'dirichlet\', not {partition!r}')
 
 
 def create_task(
@@ -47,12 +48,12 @@ def create_task(
     *,
     model: str | None = None,
     client_spec: ClientSpec = ClientSpec(),
-    num_clients: int = DEFAULT_NUM_CLIENTS,
-    partition: str = DEFAULT_PARTITION,
-    alpha: float = DEFAULT_ALPHA,
+    num_clients: int | None = None,
+    partition: str | None = None,
+    alpha: float | None = None,
     seed: int = 0,
     cache_dir: str | None = None,
-    only_digits: bool = False,
+    only_digits: bool | None = None,
 ) -> Task:
   """Builds a task: federated training data, a central test set and a model builder.
 
@@ -62,13 +63,19 @@ def create_task(
       `emnist_all.sqlite`), `synthetic` (tiny generated quadrant images, 4 classes).
     model: One of `tasks.models.MODELS`; None picks `DEFAULT_MODELS[name]`.
     client_spec: How clients iterate their data each round.
-    num_clients: Clients to split the data into (`mnist_digits`, `synthetic`).
-    partition: A `tasks.partition.PARTITIONS` name (`mnist_digits`, `synthetic`).
-    alpha: Dirichlet concentration, only with `partition='dirichlet'`.
+    num_clients: Clients to split the data into (`mnist_digits`, `synthetic`; default
+      `DEFAULT_NUM_CLIENTS`).
+    partition: A `tasks.partition.PARTITIONS` name (`mnist_digits`, `synthetic`; default
+      `DEFAULT_PARTITION`).
+    alpha: Dirichlet concentration, only with `partition='dirichlet'` (default
+      `DEFAULT_ALPHA`).
     seed: Seed of the split or the generated data; ignored by `emnist_character`, whose
       data is fixed.
     cache_dir: Directory holding `emnist_all.sqlite` (`emnist_character`; default ~/.tff).
-    only_digits: The 10-class digits-only EMNIST (`emnist_character`).
+    only_digits: The 10-class digits-only EMNIST (`emnist_character`; default False).
+
+  An option given (not None) for a task it does not apply to is an error, even at its
+  default value: the recipes pass exactly the flags the user set.
 
   Returns:
     A `Task` whose datasets yield `(x, y)`: x float32 (28, 28, 1) in [0, 1] with
@@ -83,16 +90,14 @@ def create_task(
   model = DEFAULT_MODELS[name] if model is None else model
   if model not in models.MODELS:
     raise UserError(f'unknown model {model!r}; choose one of {", ".join(models.MODELS)}')
-  non_default = {
-      option: value for option, value, default in (
-          ('num_clients', num_clients, DEFAULT_NUM_CLIENTS),
-          ('partition', partition, DEFAULT_PARTITION),
-          ('alpha', alpha, DEFAULT_ALPHA),
-          ('cache_dir', cache_dir, None),
-          ('only_digits', only_digits, False),
-      ) if value != default
-  }
-  _check_options(name, non_default, partition)
+  given = {option: value for option, value in (
+      ('num_clients', num_clients), ('partition', partition), ('alpha', alpha),
+      ('cache_dir', cache_dir), ('only_digits', only_digits)) if value is not None}
+  partition = DEFAULT_PARTITION if partition is None else partition
+  _check_options(name, given, partition)
+  num_clients = DEFAULT_NUM_CLIENTS if num_clients is None else num_clients
+  alpha = DEFAULT_ALPHA if alpha is None else alpha
+  only_digits = bool(only_digits)
 
   split = f'{num_clients} clients, {partition} partition' + (
       f' (alpha={alpha})' if partition == 'dirichlet' else '')

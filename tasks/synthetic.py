@@ -37,8 +37,8 @@ from typing import Any, Callable
 import numpy as np
 import tensorflow as tf
 
-from recipes.errors import UserError
-from recipes.runtime import import_tff
+from core.errors import UserError
+from core.runtime import import_tff
 from tasks import numbered_clients
 from tasks import partition as partition_lib
 

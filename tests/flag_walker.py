@@ -119,7 +119,7 @@ def bad_values(flag: Any) -> list[str] | None:
 def walk(binary: str) -> dict[str, Any]:
   """Imports `binary` and tries every bad value; see the module docstring."""
   from recipes import cli  # pylint: disable=g-import-not-at-top
-  from recipes.errors import UserError  # pylint: disable=g-import-not-at-top
+  from core.errors import UserError  # pylint: disable=g-import-not-at-top
 
   module = importlib.import_module(binary)
   if hasattr(module, '_define_flags'):  # Binaries that define their flags only when run.

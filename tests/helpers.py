@@ -213,7 +213,7 @@ def leaked_workers() -> list[int]:
   A worker whose parent is still a live Python process belongs to a run in progress
   (possibly another one on this machine), not to a leak.
   """
-  from recipes import runtime  # pylint: disable=g-import-not-at-top
+  from core import runtime  # pylint: disable=g-import-not-at-top
   return [p for p in runtime.worker_pids() if _is_alive(p) and not _has_python_parent(p)]
 
 

@@ -15,18 +15,16 @@ import traceback
 
 from absl import flags
 
-# Options each aggregator needs on tiny data (10 clients per round).
+from core import runtime
+from recipes import aggregator_registry
+
+# Each aggregator's example options (10 clients per round), from its spec. The ones that
+# simulate secure sums go last: they install TFF's test execution context for the rest of
+# the process.
 AGGREGATOR_ARGS: dict[str, list[str]] = {
-    'mean': [],
-    'unweighted_mean': [],
-    'robust': ['--clip_norm=1.0'],
-    'dp_fixed': ['--clip_norm=1.0', '--noise_multiplier=0.1'],
-    'dp_adaptive': ['--noise_multiplier=0.1'],
-    'compressed': ['--quantization_bits=4'],
-    'median': [],
-    'trimmed_mean': ['--trim_fraction=0.2'],
-    # Last: it installs TFF's test execution context for the rest of the process.
-    'secure': ['--secure_bound=1.0'],
+    name: [f'--{option}={value}' for option, value in spec.example.items()]
+    for name, spec in sorted(aggregator_registry.SPECS.items(),
+                             key=lambda item: item[1].simulates_secure_sum)
 }
 COMMON = ['--task=synthetic', '--clients_per_round=10', '--total_rounds=2', '--rounds_per_eval=1',
           '--progress=false']
@@ -34,6 +32,7 @@ COMMON = ['--task=synthetic', '--clients_per_round=10', '--total_rounds=2', '--r
 
 def main(argv: list[str]) -> None:
   recipe, root, *names = argv[1:]
+  runtime.enable_worker_hygiene()  # As recipes.cli.run does: main() runs without it here.
   module = importlib.import_module(f'recipes.{recipe}')
   for name in names:
     flags.FLAGS.unparse_flags()

@@ -11,9 +11,9 @@ from typing import Any, Sequence
 import numpy as np
 import pytest
 
+from core.runtime import import_tff
 from recipes import aggregators
 from recipes import robust_aggregation
-from recipes.runtime import import_tff
 
 tff = import_tff()
 
@@ -144,11 +144,11 @@ def test_median_in_weighted_form_ignores_weights():
   np.testing.assert_allclose(output.result, [2.0])
 
 
-# --- robust: clipping and zeroing --------------------------------------------------------------
+# --- clipped_mean: clipping and zeroing --------------------------------------------------------------
 
 
 def test_fixed_clipping_caps_the_norm():
-  factory = aggregators.robust(weighted=False, clip_norm=1.0, zeroing=False)
+  factory = aggregators.clipped_mean(weighted=False, clip_norm=1.0, zeroing=False)
   # Norms 10 and 0.5: the first becomes (0.6, 0.8), the second is untouched.
   output = run_round(factory, vector_type(2), [f32(6, 8), f32(0.3, 0.4)])
   np.testing.assert_allclose(output.result, [0.45, 0.6], rtol=1e-6)
@@ -158,14 +158,14 @@ def test_fixed_clipping_caps_the_norm():
 
 
 def test_fixed_clipping_weighted():
-  factory = aggregators.robust(weighted=True, clip_norm=1.0, zeroing=False)
+  factory = aggregators.clipped_mean(weighted=True, clip_norm=1.0, zeroing=False)
   output = run_round(factory, vector_type(2), [f32(6, 8), f32(0.3, 0.4)], weights=[1.0, 3.0])
   # (1 * (0.6, 0.8) + 3 * (0.3, 0.4)) / 4.
   np.testing.assert_allclose(output.result, [0.375, 0.5], rtol=1e-6)
 
 
 def test_fixed_zeroing_zeros_outliers():
-  factory = aggregators.robust(weighted=False, clipping=False, zeroing_norm=50.0)
+  factory = aggregators.clipped_mean(weighted=False, clipping=False, zeroing_norm=50.0)
   output = run_round(factory, vector_type(2), [f32(1, 1), f32(2, 2), f32(1000, 0)])
   # The third client (max |x| = 1000 > 50) counts as zero: (1 + 2 + 0) / 3.
   np.testing.assert_allclose(output.result, [1.0, 1.0], rtol=1e-6)
@@ -173,8 +173,8 @@ def test_fixed_zeroing_zeros_outliers():
   assert output.measurements['zeroed_fraction'] == pytest.approx(1 / 3)
 
 
-def test_default_robust_adapts_clip_and_zeroes_corrupt_client():
-  factory = aggregators.robust(weighted=False)  # Adaptive clipping and zeroing, as TFF's default.
+def test_default_clipped_mean_adapts_clip_and_zeroes_corrupt_client():
+  factory = aggregators.clipped_mean(weighted=False)  # Adaptive clipping and zeroing, as TFF's default.
   process = factory.create(vector_type(2))
   values = [f32(3, 4), f32(6, 8), f32(1e6, 0)]  # Norms 5, 10 and a corrupt client.
   state = process.initialize()
@@ -302,13 +302,10 @@ def test_secure_weighted_mean(secure_context):
   np.testing.assert_allclose(output.result, [2.5, 2.5], atol=1e-4)
 
 
-# --- weighting helpers ---------------------------------------------------------------------------
+# --- factory kinds -------------------------------------------------------------------------------
 
 
-def test_weighting_table_matches_the_factories():
-  assert aggregators.weighting('mean') is aggregators.Weighting.EITHER
-  assert aggregators.weighting('median') is aggregators.Weighting.UNWEIGHTED
-  assert aggregators.weighting('robust') is aggregators.Weighting.EITHER
+def test_factory_kinds_and_adapting_them_to_a_recipe():
   assert aggregators.is_weighted(aggregators.mean())
   for unweighted in (
       aggregators.unweighted_mean(),
@@ -318,5 +315,5 @@ def test_weighting_table_matches_the_factories():
     assert not aggregators.is_weighted(unweighted)
   with pytest.raises(TypeError):
     aggregators.for_recipe(aggregators.mean(), weighted=False)
-  with pytest.raises(ValueError, match='unknown aggregator'):
-    aggregators.weighting('krum')
+  assert aggregators.is_weighted(
+      aggregators.for_recipe(aggregators.median(), weighted=True))

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from core.runtime import import_tff
 from recipes import experiment
 from recipes import fed_avg
 from recipes import fed_sgd
 from recipes import optimizers
-from recipes.runtime import import_tff
 from tasks import models
 from tasks.base import ClientSpec
 from tasks.base import Task

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from recipes.outputs import read_csv
+from core.outputs import read_csv
 from tests import helpers
 
 
@@ -68,3 +68,19 @@ def test_readme_quotes_the_committed_vertical_results() -> None:
   ]
   for text in quoted:
     assert text in table, text
+
+
+def test_psi_only_smoke_writes_psi_results_alone(tmp_path: Path) -> None:
+  helpers.run_module('scripts.bench_vertical', '--smoke', '--psi_only', '--psi_workers=2',
+                     f'--output_dir={tmp_path}', check=True)
+  results = json.loads((tmp_path / 'results.json').read_text())
+  assert results['benchmark'] == 'vertical_psi'
+  assert 'secure_aggregation' not in results and 'accuracy' not in results
+  assert [row['intersection'] for row in results['psi']] == [500, 3_000]
+  assert results['headline']['psi_seconds_median'] == round(results['psi'][-1]['seconds']['median'], 2)
+  assert not (tmp_path / 'training.png').exists()
+
+
+def test_psi_only_refuses_to_replace_the_full_results() -> None:
+  result = helpers.run_module('scripts.bench_vertical', '--smoke', '--psi_only')
+  helpers.assert_one_line_error(result, '--psi_only would replace')

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recipes import training_loop
-from recipes.runtime import import_tff
-from scripts import bench_timing
 import tasks
+from core.runtime import import_tff
+from recipes import training_loop
+from scripts import bench_timing
 from tests import helpers
 
 tff = import_tff()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from recipes.errors import UserError
+from core.errors import UserError
 from tasks import create_task
 from tasks import emnist
 from tests import emnist_sqlite

@@ -72,7 +72,7 @@ def test_non_finite_float_flags_are_refused_after_parsing():
   from absl import flags  # pylint: disable=g-import-not-at-top
   from absl.testing import flagsaver  # pylint: disable=g-import-not-at-top
   from recipes import cli  # pylint: disable=g-import-not-at-top
-  from recipes.errors import UserError  # pylint: disable=g-import-not-at-top
+  from core.errors import UserError  # pylint: disable=g-import-not-at-top
   if 'validation_probe' not in flags.FLAGS:
     flags.DEFINE_float('validation_probe', 1.0, 'A float flag for this test.', lower_bound=0.0)
   if not flags.FLAGS.is_parsed():

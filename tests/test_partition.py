@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from recipes.errors import UserError
+from core.errors import UserError
 from tasks import partition as P
 
 # Uneven class sizes (about 200 each, not multiples of the shard size) on purpose.

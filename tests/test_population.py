@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from recipes.runtime import import_tff
+from core.runtime import import_tff
 from scripts import bench_timing
 from tasks import ClientSpec
 from tasks import create_task

@@ -7,8 +7,8 @@ import math
 import dp_accounting
 import pytest
 
+from core.errors import UserError
 from recipes import privacy
-from recipes.errors import UserError
 
 
 def test_published_reference_value():
@@ -85,7 +85,7 @@ def test_guarantee_from_either_side():
   )
   assert by_target.noise_multiplier == pytest.approx(1.0, abs=1e-3)
   assert by_noise.sampling_rate == pytest.approx(0.01)
-  assert by_noise.as_dict()['rounds'] == 200
+  assert by_noise.rounds == 200
 
 
 def test_default_delta_is_below_one_over_population():

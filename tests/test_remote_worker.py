@@ -7,58 +7,27 @@ a user starts one on a bigger machine, and stopped after the tests whatever happ
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 from typing import Iterator
 
 import portpicker
 import pytest
 
-from recipes import runtime
+from core import runtime
 from scripts import bench_timing
+from scripts import local_workers
 from tests import helpers
 
 FAST = ['--task=synthetic', '--clients_per_round=2', '--progress=false']
 
 
-def _wait_for_port(port: int, process: subprocess.Popen[str], timeout: float = 60) -> None:
-  deadline = time.monotonic() + timeout
-  while time.monotonic() < deadline:
-    if process.poll() is not None:
-      raise AssertionError(f'the worker exited early: {process.communicate()}')
-    try:
-      with socket.create_connection(('localhost', port), timeout=1):
-        return
-    except OSError:
-      time.sleep(0.2)
-  raise AssertionError(f'no worker listening on port {port}')
-
-
 @pytest.fixture(scope='module')
 def worker() -> Iterator[tuple[str, int]]:
   """(address, pid) of a worker started with scripts.start_worker; always stopped."""
-  port = portpicker.pick_unused_port()
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=str(helpers.ROOT))
-  process = subprocess.Popen(
-      [sys.executable, '-m', 'scripts.start_worker', f'--port={port}'], cwd=helpers.ROOT, env=env,
-      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
-      start_new_session=True)
-  try:
-    _wait_for_port(port, process)
-    yield f'localhost:{port}', process.pid  # start_worker execs the worker: same pid.
-  finally:
-    process.send_signal(signal.SIGINT)
-    try:
-      process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-      process.kill()
-      process.wait()
+  with local_workers.LocalWorker(via_start_worker=True) as started:
+    started.wait_until_serving()
+    yield started.address, started.pid  # start_worker execs the worker: same pid.
 
 
 class _LocalWorkerWatch:

@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from recipes import runtime
+from core import runtime
 from tests import helpers
 
 tff = runtime.import_tff()

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from recipes import aggregators
-from recipes.errors import UserError
-from recipes.runtime import import_tff
-from scripts import bench_robustness
 import tasks
+from core.errors import UserError
+from core.runtime import import_tff
+from recipes import aggregators
+from scripts import bench_robustness
 from tests import helpers
 
 tff = import_tff()

@@ -1,16 +1,18 @@
 """Tests of the task registry, the bundled MNIST digits, the synthetic task and the models."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from recipes.errors import UserError
-from recipes.runtime import import_tff
+from core.errors import UserError
+from core.runtime import import_tff
 from tasks import ClientSpec
-from tasks import TASKS
 from tasks import create_task
 from tasks import mnist_digits
 from tasks import models
+from tasks import TASKS
 
 tff = import_tff()
 
@@ -63,7 +65,7 @@ def test_mnist_digits_pixels_match_the_npz(mnist_task):
   assert float(tf.reduce_mean(x[:, 10:18, 10:18, :])) > 0.2
 
 
-@pytest.mark.parametrize('partition, alpha', [('iid', 0.5), ('dirichlet', 0.1)])
+@pytest.mark.parametrize('partition, alpha', [('iid', None), ('dirichlet', 0.1)])
 def test_mnist_digits_other_partitions(partition, alpha):
   task = create_task('mnist_digits', num_clients=10, partition=partition, alpha=alpha, seed=1)
   sizes = _client_sizes(task.train_data)
@@ -89,6 +91,28 @@ def test_mnist_digits_validation_is_fixed_stratified_and_apart_from_training():
   overlap = sum(img.tobytes() in client_keys for img in validation_images)
   # MNIST has a few exact duplicate images; the split itself is by index.
   assert overlap <= 5, overlap
+
+
+def test_digit_arrays_give_the_clients_exactly_the_digits_the_task_splits():
+  # scripts/flower_peer.py (Flower's environment, no TFF) trains on `digit_arrays`: its
+  # clients must be fedrecipes' clients, digit for digit.
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  from tasks import digit_arrays, partition  # pylint: disable=g-import-not-at-top
+  (train_x, train_y), (validation_x, _) = digit_arrays.split_training(digit_arrays.load_arrays())
+  assert len(train_y) == 7_000 and len(validation_x) == 1_000
+  clients = partition.partition('shards', train_y, 10, 3)
+  train, validation, _ = mnist_digits.load_data(num_clients=10, partition='shards', seed=3)
+  for indices, client_id in zip(clients, train.client_ids):
+    x, y = next(iter(train.create_tf_dataset_for_client(client_id).batch(10_000)))
+    np.testing.assert_array_equal(y.numpy(), train_y[indices])
+    np.testing.assert_array_equal(x.numpy(), train_x[indices])
+  np.testing.assert_array_equal(next(iter(validation.batch(1_000)))[0].numpy(), validation_x)
+  # And the module stays importable without TensorFlow.
+  code = ('import sys, importlib.util; spec = importlib.util.spec_from_file_location("d", "tasks/digit_arrays.py"); '
+          'm = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); '
+          'assert "tensorflow" not in sys.modules')
+  subprocess.run([sys.executable, '-c', code], check=True, cwd=Path(__file__).resolve().parents[1])
 
 
 def test_mnist_digits_missing_or_corrupt_file(tmp_path):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -24,9 +23,10 @@ import numpy as np
 import portpicker
 import pytest
 
-from recipes import runtime
-from recipes.errors import UserError
+from core import runtime
+from core.errors import UserError
 from scripts import bench_timing
+from scripts import local_workers
 from tests import helpers
 
 # 5 clients per round over 2 or 3 workers: uneven slices (3+2, 2+2+1).
@@ -37,46 +37,17 @@ COMPARED = ('clients', 'train_loss', 'train_accuracy', 'train_examples', 'valida
             'validation_accuracy', 'test_loss', 'test_accuracy')
 
 
-class Worker:
-  """A worker started like `python -m scripts.start_worker --port=N`; `stop()` always runs."""
+class Worker(local_workers.LocalWorker):
+  """A worker started like `python -m scripts.start_worker --port=N`, serving when made;
+  `stop()` always runs."""
 
   def __init__(self, port: int | None = None) -> None:
-    self.port = port or portpicker.pick_unused_port()
-    self.address = f'localhost:{self.port}'
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=str(helpers.ROOT))
-    self.process = subprocess.Popen(
-        [sys.executable, '-m', 'scripts.start_worker', f'--port={self.port}'], cwd=helpers.ROOT,
-        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True)
-    self.pid = self.process.pid  # start_worker execs the worker: same pid.
-    self._wait_until_serving()
-
-  def _wait_until_serving(self, timeout: float = 60) -> None:
-    import grpc  # pylint: disable=g-import-not-at-top
-    deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(self.address) as channel:
-      while time.monotonic() < deadline:
-        if self.process.poll() is not None:
-          raise AssertionError(f'the worker on port {self.port} exited early')
-        try:
-          grpc.channel_ready_future(channel).result(timeout=1)
-          return
-        except grpc.FutureTimeoutError:
-          continue
-    raise AssertionError(f'no worker serving on port {self.port}')
-
-  def kill(self) -> None:
-    self.process.send_signal(signal.SIGKILL)
-    self.process.wait()
-
-  def stop(self) -> None:
-    if self.process.poll() is None:
-      self.process.send_signal(signal.SIGINT)
-      try:
-        self.process.wait(timeout=10)
-      except subprocess.TimeoutExpired:
-        self.process.kill()
-        self.process.wait()
+    super().__init__(port, via_start_worker=True)
+    try:
+      self.wait_until_serving()
+    except BaseException:
+      self.stop()
+      raise
 
 
 @pytest.fixture(scope='module')
@@ -210,7 +181,7 @@ def test_parse_worker_addresses_rejects(value: str) -> None:
 
 def test_a_round_with_dependent_aggregations_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
   """TFF splits a round only if no aggregation feeds another; say so in one line."""
-  from recipes import tff_workers  # pylint: disable=g-import-not-at-top
+  from core import tff_workers  # pylint: disable=g-import-not-at-top
   tff = runtime.import_tff()
 
   @tff.federated_computation(tff.FederatedType(tff.types.TensorType(np.float32), tff.CLIENTS))

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recipes.errors import UserError
-from recipes.outputs import read_csv
+from core.errors import UserError
+from core.outputs import read_csv
 from recipes.vertical import data
 from recipes.vertical import experiment
 from recipes.vertical import metrics

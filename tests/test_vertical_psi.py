@@ -14,7 +14,7 @@ import random
 import numpy as np
 import pytest
 
-from recipes.errors import UserError
+from core.errors import UserError
 from recipes.vertical import psi
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from recipes.errors import UserError
+from core.errors import UserError
 from recipes.vertical import experiment
 from recipes.vertical import models
 from recipes.vertical import secure_sum

@@ -20,7 +20,7 @@ import numpy as np
 from sklearn import datasets as sklearn_datasets
 from sklearn import preprocessing
 
-from recipes.errors import UserError
+from core.errors import UserError
 
 LABEL_PARTY = 0
 

@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
-from recipes.errors import UserError
+from core.errors import UserError
 from recipes.vertical import baselines
 from recipes.vertical import data
 from recipes.vertical import metrics

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from recipes import outputs
+from core import outputs
 
 
 def git_commit() -> str:
   """`git rev-parse HEAD` of the project checkout, or 'unknown' outside one.
 
   A checkout with uncommitted changes to tracked files gets a '-dirty' suffix: its results
-  do not match the commit exactly. (`recipes.outputs.git_commit` has the same facts as two
+  do not match the commit exactly. (`core.outputs.git_commit` has the same facts as two
   fields.)
   """
   info = outputs.git_commit()

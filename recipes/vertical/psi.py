@@ -70,7 +70,7 @@ from cryptography.hazmat.primitives.asymmetric import x25519
 import gmpy2
 import numpy as np
 
-from recipes.errors import UserError
+from core.errors import UserError
 from recipes.vertical.transcript import Message  # noqa: F401 (re-exported)
 from recipes.vertical.transcript import Transcript
 

@@ -5,28 +5,36 @@ Importing TFF installs an execution context that lazily starts the bundled C++
 Python exits, so the orphan keeps about 400 MB and holds our stdout open: a pipeline
 such as `python -m recipes.fed_avg | tee log` never sees end-of-file and hangs.
 
-`import_tff()` is the one place the project imports TFF. It arranges three layers of
-cleanup (no library offers this, hence the hand-written code):
+Two functions, kept apart on purpose (TFF's own library modules change nothing when
+imported, and neither does any module of this project):
 
-1. every worker is started with the Linux parent-death signal (PR_SET_PDEATHSIG), so
-   the kernel kills it even if Python is killed with SIGKILL;
-2. an `atexit` hook stops our worker children on a normal exit, an uncaught exception
-   or Ctrl-C;
-3. SIGTERM and SIGHUP are turned into `SystemExit`, so the `atexit` hook also runs when
-   a scheduler or a closed terminal ends the run.
+* `import_tff()` is the one place the project imports TFF. It only imports it.
+* `enable_worker_hygiene()` is the opt-in, one call at the start of a program's entry
+  point (every binary of this project calls it through `recipes.cli.run`; call it in
+  your own TFF program too). It arranges three layers of cleanup (no library offers
+  this, hence the hand-written code):
 
-Every worker also starts with SIGINT at its default action: a run started in the
-background by a non-interactive shell (`... &`, nohup) inherits SIGINT ignored, and TFF
-stops its worker with SIGINT and then waits for it without a timeout, so such a run
-hung at exit after writing all its outputs.
+  1. every worker is started with the Linux parent-death signal (PR_SET_PDEATHSIG), so
+     the kernel kills it even if Python is killed with SIGKILL;
+  2. an `atexit` hook stops our worker children on a normal exit, an uncaught exception
+     or Ctrl-C;
+  3. SIGTERM and SIGHUP are turned into `SystemExit`, so the `atexit` hook also runs
+     when a scheduler or a closed terminal ends the run.
 
-`import_tff()` also limits the local worker to one client computation per core at a
-time (TFF's default runs all clients of a round at once; see the comment there).
+  Every worker also starts with SIGINT at its default action: a run started in the
+  background by a non-interactive shell (`... &`, nohup) inherits SIGINT ignored, and
+  TFF stops its worker with SIGINT and then waits for it without a timeout, so such a
+  run hung at exit after writing all its outputs. With `one_client_per_core` (the
+  default) the local worker also runs at most one client computation per core at a time
+  (TFF's default runs all clients of a round at once; see `_configure_tff`).
+
+  If TFF is not imported yet, the TFF part waits until `import_tff()` imports it: a
+  binary that never uses TFF (a benchmark driver) does not pay seconds to import it.
 
 `use_remote_worker(address)` points TFF at a worker that runs elsewhere (started with
 `python -m scripts.start_worker --port=N` on a bigger machine) instead of starting one
 here: the recipes' `--tff_worker=host:port`; with several comma-separated addresses,
-each round's clients are split across the workers (`recipes.tff_workers`).
+each round's clients are split across the workers (`core.tff_workers`).
 """
 
 from __future__ import annotations
@@ -45,15 +53,14 @@ import time
 from types import ModuleType
 from typing import Any
 
-from recipes.errors import UserError
+from core.errors import UserError
 
 WORKER_BINARY_NAME = 'worker_binary'
 _PR_SET_PDEATHSIG = 1
-_installed = False
-
-# Quiet TensorFlow's C++ start-up chatter unless the user asked for it; this must happen
-# before TensorFlow is first imported, which is why `recipes` imports this module first.
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+_exit_handlers_installed = False
+# Set by `enable_worker_hygiene`: what to do to TFF once it is imported (None: nothing).
+_tff_settings: dict[str, Any] | None = None
+_tff_configured = False
 
 
 def _set_parent_death_signal() -> None:
@@ -178,12 +185,12 @@ def _exit_on_signal(signum: int, frame: Any) -> None:
   raise SystemExit(128 + signum)
 
 
-def install_worker_cleanup() -> None:
-  """Makes sure TFF workers started by this process die with it. Idempotent."""
-  global _installed
-  if _installed:
+def _install_exit_handlers() -> None:
+  """atexit hook and SIGTERM/SIGHUP -> SystemExit (see the module docstring). Idempotent."""
+  global _exit_handlers_installed
+  if _exit_handlers_installed:
     return
-  _installed = True
+  _exit_handlers_installed = True
   atexit.register(_cleanup_at_exit)
   for signum in (signal.SIGTERM, signal.SIGHUP):
     try:
@@ -193,11 +200,12 @@ def install_worker_cleanup() -> None:
       pass
 
 
-@functools.cache
-def import_tff() -> ModuleType:
-  """Imports `tensorflow_federated` with worker cleanup in place and returns the module."""
-  install_worker_cleanup()
-  import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
+def _configure_tff(tff: ModuleType) -> None:
+  """Applies the settings of `enable_worker_hygiene` to the imported TFF. Idempotent."""
+  global _tff_configured
+  if _tff_configured or _tff_settings is None:
+    return
+  _tff_configured = True
   from tensorflow_federated.python.core.impl.executor_stacks import executor_factory  # pylint: disable=g-import-not-at-top
 
   # TFF starts the worker with `subprocess.Popen` looked up on this module at call time.
@@ -205,12 +213,53 @@ def import_tff() -> ModuleType:
   shim.__dict__.update(subprocess.__dict__)
   shim.Popen = _PopenWithParentDeath
   executor_factory.subprocess = shim
-  # TFF's local worker trains all clients of a round at once; with more clients than
-  # cores they only compete for caches and memory. One client per core gave the fastest
-  # rounds in scripts/bench_overhead.py and bounds the worker's working set. Replacing
-  # the context TFF installed at import is free: it starts its worker only when used.
-  tff.backends.native.set_sync_local_cpp_execution_context(
-      max_concurrent_computation_calls=available_cores())
+  if _tff_settings['one_client_per_core']:
+    # TFF's local worker trains all clients of a round at once; with more clients than
+    # cores they only compete for caches and memory. One client per core gave the
+    # fastest rounds in scripts/bench_overhead.py and bounds the worker's working set.
+    # Replacing the context TFF installed at import is free: it starts its worker only
+    # when used.
+    tff.backends.native.set_sync_local_cpp_execution_context(
+        max_concurrent_computation_calls=available_cores())
+
+
+def enable_worker_hygiene(*, one_client_per_core: bool = True) -> None:
+  """Makes sure TFF workers started by this process die with it: call once, in `main`.
+
+  The binaries of this project call it through `recipes.cli.run`; a program of your own
+  that uses TFF (for instance with the factories of `recipes.aggregators`) calls it
+  itself, before running its first computation:
+
+      from core import runtime
+      runtime.enable_worker_hygiene()
+
+  It installs an `atexit` hook and turns SIGTERM/SIGHUP into `SystemExit` (only where
+  their handler is still the default), starts every TFF worker with the parent-death
+  signal, and with `one_client_per_core` replaces TFF's default local context by one
+  that runs at most one client computation per core. The TFF part applies now if TFF is
+  imported, else when `import_tff()` imports it. Idempotent.
+
+  Args:
+    one_client_per_core: Limit the local worker's concurrent client computations to the
+      cores this process may use.
+  """
+  global _tff_settings
+  _install_exit_handlers()
+  if _tff_settings is None:
+    _tff_settings = {'one_client_per_core': one_client_per_core}
+  tff = sys.modules.get('tensorflow_federated')
+  if tff is not None and hasattr(tff, 'backends'):  # Fully imported, not mid-import.
+    _configure_tff(tff)
+
+
+@functools.cache
+def import_tff() -> ModuleType:
+  """Imports `tensorflow_federated` and returns it, changing nothing else.
+
+  Where `enable_worker_hygiene()` was called first, its TFF settings apply here.
+  """
+  import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
+  _configure_tff(tff)
   return tff
 
 
@@ -270,7 +319,7 @@ def register_worker_flag_validator(flag_name: str) -> None:
 def use_remote_worker(address: str, *, connect_timeout_seconds: float = 10.0) -> Any:
   """Makes TFF run every computation on the C++ worker(s) at `address`.
 
-  Kept for callers of one worker; see `recipes.tff_workers.use_workers` (which this
+  Kept for callers of one worker; see `core.tff_workers.use_workers` (which this
   calls) for several.
 
   Args:
@@ -283,6 +332,6 @@ def use_remote_worker(address: str, *, connect_timeout_seconds: float = 10.0) ->
   Raises:
     UserError: If the address is malformed or no worker answers there in time.
   """
-  from recipes import tff_workers  # pylint: disable=g-import-not-at-top  # Imports TFF.
+  from core import tff_workers  # pylint: disable=g-import-not-at-top  # Imports TFF.
   return tff_workers.use_workers(address.split(','),
                                  connect_timeout_seconds=connect_timeout_seconds)

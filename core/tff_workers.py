@@ -40,8 +40,8 @@ from typing import Any, Callable, Sequence
 
 import grpc
 
-from recipes import runtime
-from recipes.errors import UserError
+from core import runtime
+from core.errors import UserError
 
 tff = runtime.import_tff()
 
@@ -72,28 +72,6 @@ class WorkerLostError(UserError):
         'checkpoints written so far are intact: restart the worker (python -m '
         f'scripts.start_worker --port={address.rpartition(":")[2]}) and rerun with --resume')
     self.address = address
-
-
-def explain_worker_failure(exc: BaseException) -> UserError | None:
-  """The one-line error for an exception raised while a worker computed, else None.
-
-  `process.next` already raises `WorkerLostError` (a `UserError`) when a worker dies;
-  this also recognizes a bare gRPC error that reached the caller some other way.
-
-  Args:
-    exc: An exception raised by a TFF computation.
-
-  Returns:
-    A `UserError` naming the worker, or None if `exc` is not a lost worker.
-  """
-  if isinstance(exc, WorkerLostError):
-    return exc
-  cause = exc
-  while cause is not None:
-    if isinstance(cause, WorkerLostError):
-      return cause
-    cause = cause.__cause__ or cause.__context__
-  return None
 
 
 def _lost_worker_error(address: str, channel: grpc.Channel, error: Exception) -> Exception:

@@ -1,7 +1,8 @@
-"""`--aggregator` selection: validation, factory kinds, flags, and runs inside tff.learning."""
+"""The aggregator registry: validation, factory kinds, flags derived from the specs, runs in tff.learning."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -10,37 +11,73 @@ import tensorflow as tf
 from absl import flags
 from absl.testing import flagsaver
 
-from recipes import aggregator_flags
+from core.errors import UserError
+from core.runtime import import_tff
+from recipes import aggregator_registry
 from recipes import aggregators
 from recipes import privacy
-from recipes.errors import UserError
-from recipes.runtime import import_tff
 
 tff = import_tff()
 
-build = aggregator_flags.build_aggregator
-
-# Options each aggregator needs to build at all.
-_REQUIRED = {
-    'dp_fixed': dict(noise_multiplier=1.0, clip_norm=1.0),
-    'dp_adaptive': dict(noise_multiplier=0.5),
-    'secure': dict(secure_bound=1.0),
-}
+build = aggregator_registry.build_aggregator
+SPECS = aggregator_registry.SPECS
 
 
 # --- factory kinds ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize('name', aggregators.AGGREGATORS)
+@pytest.mark.parametrize('name', SPECS)
 def test_weighted_recipe_gets_weighted_factory(name):
-  factory = build(name, weighted=True, clients_per_round=10, **_REQUIRED.get(name, {}))
+  factory = build(name, weighted=True, clients_per_round=10, **SPECS[name].example)
   assert isinstance(factory, tff.aggregators.WeightedAggregationFactory)
 
 
-@pytest.mark.parametrize('name', aggregators.AGGREGATORS)
+@pytest.mark.parametrize('name', SPECS)
 def test_unweighted_recipe_gets_unweighted_factory(name):
-  factory = build(name, weighted=False, clients_per_round=10, **_REQUIRED.get(name, {}))
+  factory = build(name, weighted=False, clients_per_round=10, **SPECS[name].example)
   assert isinstance(factory, tff.aggregators.UnweightedAggregationFactory)
+
+
+@pytest.mark.parametrize('name', SPECS)
+@pytest.mark.parametrize('weighted', [True, False])
+def test_spec_weighting_is_what_the_builder_makes(name, weighted):
+  # `recipe`: the factory's own kind follows the recipe; `unweighted`: always unweighted
+  # (`for_recipe` then makes every client count once on a weighted recipe).
+  spec = SPECS[name]
+  request = aggregator_registry.Request(name=name, weighted=weighted, clients_per_round=10,
+                                        options=dict(spec.example))
+  assert aggregators.is_weighted(spec.build(request)) == (weighted and spec.weighting == 'recipe')
+
+
+@pytest.mark.parametrize('name', SPECS)
+def test_option_ranges_are_checked_for_every_aggregator_that_takes_them(name):
+  spec = SPECS[name]
+  for option in spec.options:
+    kind = aggregator_registry.OPTIONS[option].kind
+    if kind in ('bool', 'enum'):
+      continue  # No out-of-range value.
+    with pytest.raises(UserError, match=f'--{option} must be'):
+      build(name, weighted=True, clients_per_round=10, **{**spec.example, option: -1.0})
+
+
+def test_options_apply_to_exactly_the_specs_that_list_them():
+  for option in aggregator_registry.OPTIONS:
+    takers = aggregator_registry.names_taking(option)
+    assert takers, f'--{option} applies to no aggregator'
+  assert aggregator_registry.names_taking('noise_multiplier') == ('dp_fixed', 'dp_adaptive')
+  assert aggregator_registry.names_taking('trim_fraction') == ('trimmed_mean',)
+
+
+def test_readme_table_lists_every_aggregator():
+  readme = (Path(__file__).resolve().parents[1] / 'README.md').read_text()
+  for name in SPECS:
+    assert f'| `{name}` |' in readme, name
+
+
+def test_old_name_robust_is_refused_with_the_new_name():
+  with pytest.raises(UserError, match='--aggregator=robust is now called clipped_mean') as error:
+    build('robust', weighted=True, clients_per_round=10)
+  assert '\n' not in str(error.value)
 
 
 # --- validation ------------------------------------------------------------------------------------
@@ -55,10 +92,10 @@ _DP_OK = dict(noise_multiplier=1.0, clip_norm=1.0)
         ('krum', {}, 'unknown --aggregator=krum'),
         # Options that do not apply to the aggregator.
         ('mean', dict(noise_multiplier=1.0), '--noise_multiplier only applies to --aggregator=dp_'),
-        ('robust', dict(target_epsilon=3.0), '--target_epsilon only applies to'),
+        ('clipped_mean', dict(target_epsilon=3.0), '--target_epsilon only applies to'),
         ('median', dict(trim_fraction=0.1), '--trim_fraction only applies to .*trimmed_mean'),
         ('mean', dict(quantization_bits=4), '--quantization_bits only applies to .*compressed'),
-        ('robust', dict(secure_bound=1.0), '--secure_bound only applies to --aggregator=secure'),
+        ('clipped_mean', dict(secure_bound=1.0), '--secure_bound only applies to --aggregator=secure'),
         ('dp_fixed', dict(_DP_OK, adaptive_clipping=True), 'dp_adaptive always adapts'),
         ('unweighted_mean', dict(clip_norm=1.0), '--clip_norm only applies to'),
         # Values out of range, or missing.
@@ -73,8 +110,8 @@ _DP_OK = dict(noise_multiplier=1.0, clip_norm=1.0)
         ('dp_adaptive', dict(noise_multiplier=1.0), 'needs more than 10 clients per round'),
         ('dp_adaptive', dict(noise_multiplier=0.5, target_delta=2.0), r'--target_delta must be in'),
         ('dp_fixed', dict(clip_norm=1.0, target_epsilon=1.0), '--target_epsilon needs the number'),
-        ('robust', dict(clip_norm=1.0, target_quantile=0.5), '--target_quantile needs adaptive'),
-        ('robust', dict(target_quantile=1.5), r'--target_quantile must be in \(0, 1\)'),
+        ('clipped_mean', dict(clip_norm=1.0, target_quantile=0.5), '--target_quantile needs adaptive'),
+        ('clipped_mean', dict(target_quantile=1.5), r'--target_quantile must be in \(0, 1\)'),
         ('compressed', dict(quantization_bits=0), r'--quantization_bits must be an integer in'),
         ('secure', {}, '--aggregator=secure needs --secure_bound'),
         ('secure', dict(secure_bound=-1.0), '--secure_bound must be a positive number'),
@@ -114,29 +151,33 @@ def test_target_epsilon_picks_the_noise_multiplier():
 
 
 def test_flags_feed_build_aggregator():
-  aggregator_flags.define_aggregator_flags()
-  aggregator_flags.define_aggregator_flags()  # Idempotent.
+  aggregator_registry.define_aggregator_flags()
+  aggregator_registry.define_aggregator_flags()  # Idempotent.
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
   assert flags.FLAGS['aggregator'].default == 'mean'
+  help_text = flags.FLAGS['aggregator'].help
+  for name, spec in SPECS.items():  # --help is derived from the specs.
+    assert f'{name}: {spec.summary}' in help_text
+  assert flags.FLAGS['trim_fraction'].help.startswith('trimmed_mean: ')
   common = dict(clients_per_round=10, num_clients=100, total_rounds=10)
   with flagsaver.flagsaver(aggregator='trimmed_mean', trim_fraction=0.2):
-    factory = aggregator_flags.aggregator_from_flags(weighted=False, **common)
+    factory = aggregator_registry.aggregator_from_flags(weighted=False, **common)
     assert isinstance(factory, tff.aggregators.UnweightedAggregationFactory)
   with flagsaver.flagsaver(aggregator='dp_fixed', noise_multiplier=1.0, clip_norm=0.5):
-    factory = aggregator_flags.aggregator_from_flags(weighted=True, **common)
+    factory = aggregator_registry.aggregator_from_flags(weighted=True, **common)
     assert isinstance(factory, tff.aggregators.WeightedAggregationFactory)
   with flagsaver.flagsaver(aggregator='median', noise_multiplier=1.0):
     with pytest.raises(UserError, match='--noise_multiplier only applies'):
-      aggregator_flags.aggregator_from_flags(weighted=True, **common)
+      aggregator_registry.aggregator_from_flags(weighted=True, **common)
   with flagsaver.flagsaver(aggregator='mean'):  # The recipe's own mean, either kind.
-    factory = aggregator_flags.aggregator_from_flags(weighted=False, **common)
+    factory = aggregator_registry.aggregator_from_flags(weighted=False, **common)
     assert isinstance(factory, tff.aggregators.UnweightedAggregationFactory)
 
 
 def test_library_modules_define_no_flags():
   # Users import the factories into their own programs: only define_aggregator_flags()
-  # (in recipes.aggregator_flags) may add absl flags.
+  # (in recipes.aggregator_registry) may add absl flags.
   defining_modules = set(flags.FLAGS.flags_by_module_dict())
   for module in ('recipes.aggregators', 'recipes.robust_aggregation', 'recipes.privacy'):
     assert module not in defining_modules
@@ -172,20 +213,18 @@ def secure_context():
     yield
 
 
-_OPTIONS = {
-    'dp_fixed': dict(noise_multiplier=0.1, clip_norm=1.0),
-    'dp_adaptive': dict(noise_multiplier=0.1),
-    'secure': dict(secure_bound=10.0),
-    'trimmed_mean': dict(trim_fraction=0.34),
-}
+# Each aggregator's example options; 3 clients per round here, so trim one of three.
+_OPTIONS = {name: {**spec.example, **({'trim_fraction': 0.34} if name == 'trimmed_mean' else {})}
+            for name, spec in SPECS.items()}
 
 # Each aggregator once, through its natural builder or the as_weighted_aggregator
 # path, plus FedSGD; with the measurement path it must report under metrics['aggregator'].
-_BUILDS = [
+# An aggregator not listed here runs through build_weighted_fed_avg (derived from SPECS).
+_MEASURED = [
     ('mean', 'weighted_fed_avg', ('client_count',)),
     ('unweighted_mean', 'unweighted_fed_avg', ('client_count',)),
-    ('robust', 'weighted_fed_avg', ('zeroing', 'clipped_fraction')),
-    ('robust', 'unweighted_fed_avg', ('zeroed_fraction',)),
+    ('clipped_mean', 'weighted_fed_avg', ('zeroing', 'clipped_fraction')),
+    ('clipped_mean', 'unweighted_fed_avg', ('zeroed_fraction',)),
     ('dp_fixed', 'unweighted_fed_avg', ('noise_stddev',)),
     ('dp_adaptive', 'weighted_fed_avg', ('clip_norm',)),
     ('compressed', 'unweighted_fed_avg', ('client_count',)),
@@ -193,6 +232,8 @@ _BUILDS = [
     ('median', 'weighted_fed_avg', ('non_finite_client_count',)),
     ('trimmed_mean', 'fed_sgd', ('trimmed_per_side',)),
 ]
+_BUILDS = _MEASURED + [(name, 'weighted_fed_avg', ('client_count',)) for name in SPECS
+                       if name not in {measured[0] for measured in _MEASURED}]
 
 
 @pytest.mark.parametrize('name, builder, measurement_path', _BUILDS)
