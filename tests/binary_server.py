@@ -52,7 +52,7 @@ _PR_SET_PDEATHSIG = 1
 # children define the binaries' flags), and none may start a thread.
 PREIMPORTS = (
     'tensorflow',
-    'recipes.runtime',
+    'core.runtime',
     'tasks',
     'recipes.experiment',
     'recipes.training_loop',
@@ -81,27 +81,41 @@ def _unexpected_threads(openblas_workers: int) -> int:
 
 
 def _fresh_tff_context() -> None:
-  """Installs new TFF execution contexts: the inherited one's event-loop thread is gone.
+  """Installs a new TFF default execution context: the inherited one's event-loop thread is gone.
 
-  First TFF's own default (what importing TFF installs), then whatever the project's
-  `import_tff()` adds on top, as in a process that imports them for the first time.
+  TFF's own default, what importing TFF installs in a fresh process. `core.runtime.import_tff()`
+  only imports; the worker-hygiene settings (parent-death signal for the worker, one client
+  per core) are an opt-in that the binary itself makes in its entry point
+  (`recipes.cli.run` -> `core.runtime.enable_worker_hygiene()`), as in a fresh process. The
+  server never opts in (`_check_no_hygiene`), so every child starts with the opt-in not made.
   """
-  from recipes import runtime  # pylint: disable=g-import-not-at-top
-  tff = runtime.import_tff()
-  tff.backends.native.set_sync_local_cpp_execution_context()
-  runtime.import_tff.cache_clear()
-  runtime.import_tff()
+  from core import runtime  # pylint: disable=g-import-not-at-top
+  runtime.import_tff().backends.native.set_sync_local_cpp_execution_context()
+
+
+def _check_no_hygiene() -> None:
+  """Refuses to serve if the server itself opted into worker hygiene.
+
+  Its children inherit `core.runtime`'s module state: an opt-in made here would look
+  already made to every binary (no SIGTERM handler of its own, TFF configured once for a
+  context that the fork replaced), unlike a fresh `python -m`.
+  """
+  from core import runtime  # pylint: disable=g-import-not-at-top
+  # pylint: disable=protected-access
+  if runtime._tff_settings is not None or runtime._exit_handlers_installed:
+    raise RuntimeError('the binary server must not call core.runtime.enable_worker_hygiene()')
 
 
 def preimport() -> None:
-  """Imports what every binary needs, with TFF through `recipes.runtime` as the project does."""
+  """Imports what every binary needs, with TFF through `core.runtime.import_tff` as the project does."""
   import importlib  # pylint: disable=g-import-not-at-top
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   for name in PREIMPORTS:
     importlib.import_module(name)
-  from recipes import runtime  # pylint: disable=g-import-not-at-top
+  from core import runtime  # pylint: disable=g-import-not-at-top
   runtime.import_tff()
+  _check_no_hygiene()
 
 
 def _exit_code(value: Any) -> int:
