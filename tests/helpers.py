@@ -189,6 +189,99 @@ def run_binary(module: str, *args: str, timeout: float = 300, check: bool = Fals
   return result
 
 
+class _RecipeHost:
+  """The client side of tests/recipe_host.py: one long-lived process per binary."""
+
+  def __init__(self, module: str) -> None:
+    self.module = module
+    self._dir = Path(tempfile.mkdtemp(prefix='fedrecipes-host-'))
+    self._log = open(self._dir / 'host.log', 'wb')  # pylint: disable=consider-using-with
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=str(ROOT))
+    self._process = subprocess.Popen(
+        [sys.executable, '-m', 'tests.recipe_host', module], stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=self._log, cwd=ROOT, env=env, text=True)
+    self._count = 0
+    self.lock = threading.Lock()
+    if not json.loads(self._process.stdout.readline() or '{}').get('ready'):
+      raise RuntimeError(f'the recipe host for {module} did not start: {self._log_tail()}')
+
+  def _log_tail(self) -> str:
+    self._log.flush()
+    return (self._dir / 'host.log').read_text(errors='replace')[-3000:]
+
+  def alive(self) -> bool:
+    return self._process.poll() is None
+
+  def run(self, args: Sequence[str], *, cwd: Path, env: dict[str, str],
+          timeout: float) -> subprocess.CompletedProcess[str]:
+    """Runs the binary once in the host (callers hold `lock`); kills the host on timeout."""
+    self._count += 1
+    stdout, stderr = self._dir / f'{self._count}.out', self._dir / f'{self._count}.err'
+    self._process.stdin.write(json.dumps({
+        'args': list(args), 'cwd': str(cwd), 'env': env,
+        'stdout': str(stdout), 'stderr': str(stderr)}) + '\n')
+    self._process.stdin.flush()
+    reply: list[str] = []
+    reader = threading.Thread(target=lambda: reply.append(self._process.stdout.readline()),
+                              daemon=True)
+    reader.start()
+    reader.join(timeout)
+    command = [sys.executable, '-m', self.module, *args]
+    if reader.is_alive():
+      self.close()
+      raise subprocess.TimeoutExpired(command, timeout)
+    if not reply or not reply[0]:
+      raise RuntimeError(f'the recipe host for {self.module} died: {self._log_tail()}')
+    result = subprocess.CompletedProcess(
+        command, int(json.loads(reply[0])['returncode']), stdout.read_text(errors='replace'),
+        stderr.read_text(errors='replace'))
+    stdout.unlink(missing_ok=True)
+    stderr.unlink(missing_ok=True)
+    return result
+
+  def close(self) -> None:
+    try:
+      self._process.stdin.close()
+      self._process.wait(timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+      self._process.kill()
+      self._process.wait()
+    self._log.close()
+    shutil.rmtree(self._dir, ignore_errors=True)
+
+
+_hosts: dict[str, _RecipeHost] = {}
+
+
+def _recipe_host(module: str) -> _RecipeHost:
+  with _server_lock:
+    host = _hosts.get(module)
+    if host is None or not host.alive():
+      host = _hosts[module] = _RecipeHost(module)
+      atexit.register(host.close)
+    return host
+
+
+def run_in_host(module: str, *args: str, timeout: float = 300, check: bool = False,
+                cwd: Path | None = None,
+                env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+  """`run_binary`, but in a long-lived process per binary that keeps TensorFlow's caches warm.
+
+  The run goes through the binary's own entry point (`cli.run`: flag parsing and checks,
+  one-line errors, exit codes) with its output in the result as from a process; the host
+  restores flags, TFF's execution context, cwd and environment after it (see
+  tests/recipe_host.py). For tests that read a run's outputs, errors and exit code; where
+  the process itself (its signals, exit or TFF worker) is the point, use `run_binary` or
+  `run_module`. Runs of one binary take turns; different binaries run in parallel.
+  """
+  host = _recipe_host(module)
+  with host.lock:
+    result = host.run(args, cwd=cwd or ROOT, env=dict(env or {}), timeout=timeout)
+  if check and result.returncode != 0:
+    raise AssertionError(f'{module} exited {result.returncode}:\n{result.stdout}\n{result.stderr}')
+  return result
+
+
 def error_lines(stderr: str) -> list[str]:
   """Lines of stderr that are not TensorFlow's start-up chatter."""
   noise = ('oneDNN', 'cuda', 'TensorRT', 'cpu_feature_guard', 'rebuild TensorFlow', 'AVX',

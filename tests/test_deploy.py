@@ -110,7 +110,7 @@ def test_the_drivers_recipe_flags_are_accepted(tmp_path: Path) -> None:
   recipe = script.split('exec ', 1)[1].split()
   assert recipe[:3] == ['python', '-m', 'recipes.fed_avg']
   args = [a for a in recipe[3:] if not a.startswith(('--tff_worker', '--root_output_dir'))]
-  result = helpers.run_binary('recipes.fed_avg', *args, '--tff_worker=localhost:1',
+  result = helpers.run_in_host('recipes.fed_avg', *args, '--tff_worker=localhost:1',
                               f'--root_output_dir={tmp_path}', timeout=120)
   helpers.assert_one_line_error(result, 'no TFF worker answers at localhost:1')
 

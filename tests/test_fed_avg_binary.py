@@ -1,7 +1,8 @@
 """End-to-end tests of `python -m recipes.fed_avg` through its flags, as a user runs it.
 
-The runs are forked from the pre-imported binary server (`helpers.run_binary`); the piped
-run is a real `python -m ... | cat`. Killing and resuming a run is tested, for every
+The runs go through the binary's entry point in a long-lived process per binary
+(`helpers.run_in_host`: warm TensorFlow caches); the piped run is a real
+`python -m ... | cat`, which also checks a fresh process's start and exit. Killing and resuming a run is tested, for every
 signal and phase, in test_reproducibility.py.
 """
 
@@ -33,7 +34,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[st
   root = tmp_path_factory.mktemp('fed_avg')
   args = [*FAST, '--total_rounds=4', '--rounds_per_eval=2', f'--root_output_dir={root}',
           '--experiment_name=e2e']
-  result = helpers.run_binary('recipes.fed_avg', *args, check=True)
+  result = helpers.run_in_host('recipes.fed_avg', *args, check=True)
   return root, args, result.stdout
 
 
@@ -57,13 +58,13 @@ def test_trains_and_writes_every_output(trained_run: tuple[Path, list[str], str]
 def test_refuses_to_overwrite_a_run(trained_run: tuple[Path, list[str], str]) -> None:
   root, args, _ = trained_run
   before = (root / 'e2e' / 'metrics.csv').read_text()
-  helpers.assert_one_line_error(helpers.run_binary('recipes.fed_avg', *args), '--resume')
+  helpers.assert_one_line_error(helpers.run_in_host('recipes.fed_avg', *args), '--resume')
   assert (root / 'e2e' / 'metrics.csv').read_text() == before
 
 
 @pytest.mark.parametrize('weighting', ['num_examples', 'uniform'])
 def test_accuracy_rises_on_mnist_digits(tmp_path: Path, weighting: str) -> None:
-  helpers.run_binary(
+  helpers.run_in_host(
       'recipes.fed_avg', '--task=mnist_digits', '--partition=iid', '--num_clients=20',
       '--clients_per_round=5', '--total_rounds=8', '--rounds_per_eval=1', '--model=2nn',
       f'--weighting={weighting}', '--progress=false',
@@ -86,7 +87,7 @@ def test_accuracy_rises_on_mnist_digits(tmp_path: Path, weighting: str) -> None:
     (['--client_batch_size=0'], '--client_batch_size'),
 ])
 def test_bad_flags_fail_with_one_line(tmp_path: Path, flag_args: list[str], needle: str) -> None:
-  result = helpers.run_binary('recipes.fed_avg', *FAST, *flag_args, f'--root_output_dir={tmp_path}')
+  result = helpers.run_in_host('recipes.fed_avg', *FAST, *flag_args, f'--root_output_dir={tmp_path}')
   helpers.assert_one_line_error(result, needle)
   assert result.returncode == 2
 
@@ -107,8 +108,8 @@ def test_piped_run_returns_and_leaves_no_worker(tmp_path: Path) -> None:
 def test_federated_evaluation_reports_the_spread_over_clients(tmp_path: Path) -> None:
   common = ('--task=synthetic', '--num_clients=20', '--clients_per_round=4', '--total_rounds=2',
             '--rounds_per_eval=2', '--progress=false', f'--root_output_dir={tmp_path}')
-  helpers.run_binary('recipes.fed_avg', *common, '--experiment_name=plain', check=True)
-  helpers.run_binary('recipes.fed_avg', *common, '--experiment_name=fed',
+  helpers.run_in_host('recipes.fed_avg', *common, '--experiment_name=plain', check=True)
+  helpers.run_in_host('recipes.fed_avg', *common, '--experiment_name=fed',
                      '--federated_eval_clients=6', check=True)
   plain = helpers.read_rows(tmp_path / 'plain' / 'metrics.csv')
   rows = helpers.read_rows(tmp_path / 'fed' / 'metrics.csv')

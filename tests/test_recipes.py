@@ -86,6 +86,6 @@ def test_recipe_runs_with_each_aggregator(recipe: str, matrix_runs) -> None:
 ])
 def test_recipe_rejects_inconsistent_flags(recipe: str, args: list[str], needle: str,
                                            tmp_path: Path) -> None:
-  result = helpers.run_binary(f'recipes.{recipe}', '--task=synthetic', '--total_rounds=1',
+  result = helpers.run_in_host(f'recipes.{recipe}', '--task=synthetic', '--total_rounds=1',
                               f'--root_output_dir={tmp_path}', *args)
   helpers.assert_one_line_error(result, needle)

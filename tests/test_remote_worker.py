@@ -76,20 +76,20 @@ def test_recipe_runs_on_the_remote_worker_and_starts_none(tmp_path: Path,
   assert hparams['tff_worker'] == address
   assert bench_timing.cpu_seconds(pid) > cpu_before, 'the worker did no work'
   # The worker serves one run after another.
-  helpers.run_binary('recipes.fed_avg', *FAST, '--total_rounds=1', f'--tff_worker={address}',
+  helpers.run_in_host('recipes.fed_avg', *FAST, '--total_rounds=1', f'--tff_worker={address}',
                      f'--root_output_dir={tmp_path}', '--experiment_name=again', check=True)
 
 
 def test_unreachable_worker_is_one_line(tmp_path: Path) -> None:
   port = portpicker.pick_unused_port()
-  result = helpers.run_binary('recipes.fed_avg', *FAST, f'--tff_worker=localhost:{port}',
+  result = helpers.run_in_host('recipes.fed_avg', *FAST, f'--tff_worker=localhost:{port}',
                               f'--root_output_dir={tmp_path}')
   helpers.assert_one_line_error(result, 'no TFF worker answers', 'start_worker')
   assert not (tmp_path / 'metrics.csv').exists()
 
 
 def test_malformed_worker_address_is_one_line(tmp_path: Path) -> None:
-  result = helpers.run_binary('recipes.fed_avg', *FAST, '--tff_worker=bighost',
+  result = helpers.run_in_host('recipes.fed_avg', *FAST, '--tff_worker=bighost',
                               f'--root_output_dir={tmp_path}')
   helpers.assert_one_line_error(result, '--tff_worker', 'host:port')
 
