@@ -15,7 +15,8 @@ library resets a TFF program's process state):
 - the absl flags go back to their defaults (`unparse_flags`);
 - TFF's default execution context goes back to the host's own local one: a run with
   `--tff_worker` installs a remote context, `--aggregator=secure` TFF's test context;
-- the working directory and environment go back to the host's.
+- the working directory, environment and `sys.argv`/`sys.orig_argv` go back to the
+  host's (each run sees its own command line, as `python -m MODULE ARGS` would).
 
 Where the process itself is the point (signals, kills, the interpreter's exit, pipes, a
 leaked worker), tests keep real or forked processes (`run_module`, `run_binary`).
@@ -62,6 +63,7 @@ class _Host:
     self._stack = context_stack_impl.context_stack
     self._context = self._stack.current
     self._cwd = os.getcwd()
+    self._argv = list(sys.argv), list(sys.orig_argv)
     self._environ = dict(os.environ)
 
   def _restore(self) -> None:
@@ -70,6 +72,7 @@ class _Host:
     if self._stack.current is not self._context:
       self._stack.set_default_context(self._context)
     tff_workers._installed = None  # pylint: disable=protected-access
+    sys.argv, sys.orig_argv = list(self._argv[0]), list(self._argv[1])
     os.chdir(self._cwd)
     os.environ.clear()
     os.environ.update(self._environ)
@@ -87,7 +90,9 @@ class _Host:
     try:
       os.chdir(request['cwd'])
       os.environ.update(request.get('env', {}))
+      # As `python -m MODULE ARGS` sets them; runs record orig_argv as their command.
       sys.argv = [self._module.__file__, *request['args']]
+      sys.orig_argv = [sys.executable, '-m', self._name, *request['args']]
       try:
         cli.run(self._module.main, validate=getattr(self._module, 'validate_flags', None))
         code = 0
