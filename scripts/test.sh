@@ -7,7 +7,8 @@ bash "$root/scripts/setup.sh"
 venv=${FEDRECIPES_VENV:-$root/.venv}
 cd "$root"
 status=0
-"$venv/bin/python" -m pytest "$@" || status=$?
+# The slowest tests are listed at the end, to show where the suite spends its time.
+"$venv/bin/python" -m pytest --durations=15 "$@" || status=$?
 sleep 1
 leaked=$(pgrep -f "$venv/.*worker_binary" || true)
 if [ -n "$leaked" ]; then

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import atexit
+import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import threading
+import time
 from pathlib import Path
+from typing import Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,6 +30,253 @@ def run_module(module: str, *args: str, timeout: float = 300, check: bool = Fals
       [sys.executable, '-m', module, *args], capture_output=True, text=True,
       timeout=timeout, cwd=cwd or ROOT, env=env, stdin=subprocess.DEVNULL,
   )
+  if check and result.returncode != 0:
+    raise AssertionError(f'{module} exited {result.returncode}:\n{result.stdout}\n{result.stderr}')
+  return result
+
+
+class _BinaryServer:
+  """The client side of tests/binary_server.py: one server per test session, started lazily."""
+
+  def __init__(self) -> None:
+    self._dir = Path(tempfile.mkdtemp(prefix='fedrecipes-binaries-'))
+    self._log = open(self._dir / 'server.log', 'wb')  # pylint: disable=consider-using-with
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=str(ROOT))
+    self._process = subprocess.Popen(
+        [sys.executable, '-m', 'tests.binary_server'], stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=self._log, cwd=ROOT, env=env)
+    self._lock = threading.Lock()
+    self._next_id = 0
+    self._replies: dict[int, dict[str, object]] = {}
+    self._changed = threading.Condition(self._lock)
+    ready = json.loads(self._process.stdout.readline() or '{}')
+    if not ready.get('ready'):
+      raise RuntimeError(f'the binary server did not start: {self._log_tail()}')
+    self._reader = threading.Thread(target=self._read, daemon=True)
+    self._reader.start()
+
+  def _log_tail(self) -> str:
+    self._log.flush()
+    return (self._dir / 'server.log').read_text(errors='replace')[-3000:]
+
+  def _read(self) -> None:
+    for line in self._process.stdout:
+      message = json.loads(line)
+      with self._changed:
+        self._replies.setdefault(message['id'], {}).update(message)
+        self._changed.notify_all()
+    with self._changed:
+      self._replies[-1] = {'closed': True}
+      self._changed.notify_all()
+
+  def start(self, module: str, args: Sequence[str], *, cwd: Path, env: dict[str, str]) -> 'ForkedRun':
+    """Forks a child that runs `python -m module args`; returns at once."""
+    with self._lock:
+      request_id = self._next_id
+      self._next_id += 1
+    stdout, stderr = (self._dir / f'{request_id}.out', self._dir / f'{request_id}.err')
+    request = {'id': request_id, 'module': module, 'args': list(args), 'cwd': str(cwd),
+               'env': env, 'stdout': str(stdout), 'stderr': str(stderr)}
+    with self._lock:
+      self._process.stdin.write((json.dumps(request) + '\n').encode())
+      self._process.stdin.flush()
+    pid = self._wait_for(request_id, 'pid', timeout=60)
+    return ForkedRun(self, request_id, int(pid), [sys.executable, '-m', module, *args],
+                     stdout, stderr)
+
+  def _wait_for(self, request_id: int, key: str, timeout: float | None) -> object:
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with self._changed:
+      while True:
+        reply = self._replies.get(request_id, {})
+        if 'error' in reply:
+          raise RuntimeError(f'binary server: {reply["error"]}')
+        if key in reply:
+          return reply[key]
+        if -1 in self._replies:
+          raise RuntimeError(f'the binary server exited: {self._log_tail()}')
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+          raise TimeoutError(f'no {key} for request {request_id}')
+        self._changed.wait(remaining)
+
+  def close(self) -> None:
+    try:
+      self._process.stdin.close()
+      self._process.wait(timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+      self._process.kill()
+      self._process.wait()
+    self._log.close()
+    shutil.rmtree(self._dir, ignore_errors=True)
+
+
+class ForkedRun:
+  """A binary running in a child of the binary server (see `start_binary`)."""
+
+  def __init__(self, server: _BinaryServer, request_id: int, pid: int, args: list[str],
+               stdout: Path, stderr: Path) -> None:
+    self._server = server
+    self._id = request_id
+    self.pid = pid
+    self.args = args
+    self._stdout = stdout
+    self._stderr = stderr
+    self.returncode: int | None = None
+
+  def poll(self) -> int | None:
+    """The exit code if the run has ended, else None."""
+    if self.returncode is None:
+      try:
+        self.returncode = int(self._server._wait_for(self._id, 'returncode', timeout=0))  # pylint: disable=protected-access
+      except TimeoutError:
+        return None
+    return self.returncode
+
+  def send_signal(self, signum: int) -> None:
+    if self.poll() is None:
+      os.kill(self.pid, signum)
+
+  def wait(self, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+    """Waits for the run to end; kills it and raises `subprocess.TimeoutExpired` after `timeout`."""
+    try:
+      code = self._server._wait_for(self._id, 'returncode', timeout)  # pylint: disable=protected-access
+    except TimeoutError:
+      self.send_signal(signal.SIGKILL)
+      self._server._wait_for(self._id, 'returncode', 60)  # pylint: disable=protected-access
+      raise subprocess.TimeoutExpired(self.args, timeout) from None
+    self.returncode = int(code)
+    result = subprocess.CompletedProcess(
+        self.args, self.returncode, self._stdout.read_text(errors='replace'),
+        self._stderr.read_text(errors='replace'))
+    self._stdout.unlink(missing_ok=True)
+    self._stderr.unlink(missing_ok=True)
+    return result
+
+
+_server: _BinaryServer | None = None
+_server_lock = threading.Lock()
+
+
+def _binary_server() -> _BinaryServer:
+  global _server
+  with _server_lock:
+    if _server is None:
+      _server = _BinaryServer()
+      atexit.register(_server.close)
+    return _server
+
+
+def start_binary(module: str, *args: str, cwd: Path | None = None,
+                 env: dict[str, str] | None = None) -> ForkedRun:
+  """Starts `python -m module args` as a child of the binary server (tests/binary_server.py)."""
+  full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=str(ROOT), **(env or {}))
+  return _binary_server().start(module, args, cwd=cwd or ROOT, env=full_env)
+
+
+def run_binary(module: str, *args: str, timeout: float = 300, check: bool = False,
+               cwd: Path | None = None,
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+  """`run_module`, but forked from the pre-imported binary server: no seconds of imports.
+
+  The child is a process of its own (fresh flags, TFF context, worker, exit code); see
+  tests/binary_server.py for the little that differs from a fresh `python -m`. Use
+  `run_module` where the process start, pipes or the interpreter's exit are the point.
+  """
+  result = start_binary(module, *args, cwd=cwd, env=env).wait(timeout)
+  if check and result.returncode != 0:
+    raise AssertionError(f'{module} exited {result.returncode}:\n{result.stdout}\n{result.stderr}')
+  return result
+
+
+class _RecipeHost:
+  """The client side of tests/recipe_host.py: one long-lived process per binary."""
+
+  def __init__(self, module: str) -> None:
+    self.module = module
+    self._dir = Path(tempfile.mkdtemp(prefix='fedrecipes-host-'))
+    self._log = open(self._dir / 'host.log', 'wb')  # pylint: disable=consider-using-with
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=str(ROOT))
+    self._process = subprocess.Popen(
+        [sys.executable, '-m', 'tests.recipe_host', module], stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=self._log, cwd=ROOT, env=env, text=True)
+    self._count = 0
+    self.lock = threading.Lock()
+    if not json.loads(self._process.stdout.readline() or '{}').get('ready'):
+      raise RuntimeError(f'the recipe host for {module} did not start: {self._log_tail()}')
+
+  def _log_tail(self) -> str:
+    self._log.flush()
+    return (self._dir / 'host.log').read_text(errors='replace')[-3000:]
+
+  def alive(self) -> bool:
+    return self._process.poll() is None
+
+  def run(self, args: Sequence[str], *, cwd: Path, env: dict[str, str],
+          timeout: float) -> subprocess.CompletedProcess[str]:
+    """Runs the binary once in the host (callers hold `lock`); kills the host on timeout."""
+    self._count += 1
+    stdout, stderr = self._dir / f'{self._count}.out', self._dir / f'{self._count}.err'
+    self._process.stdin.write(json.dumps({
+        'args': list(args), 'cwd': str(cwd), 'env': env,
+        'stdout': str(stdout), 'stderr': str(stderr)}) + '\n')
+    self._process.stdin.flush()
+    reply: list[str] = []
+    reader = threading.Thread(target=lambda: reply.append(self._process.stdout.readline()),
+                              daemon=True)
+    reader.start()
+    reader.join(timeout)
+    command = [sys.executable, '-m', self.module, *args]
+    if reader.is_alive():
+      self.close()
+      raise subprocess.TimeoutExpired(command, timeout)
+    if not reply or not reply[0]:
+      raise RuntimeError(f'the recipe host for {self.module} died: {self._log_tail()}')
+    result = subprocess.CompletedProcess(
+        command, int(json.loads(reply[0])['returncode']), stdout.read_text(errors='replace'),
+        stderr.read_text(errors='replace'))
+    stdout.unlink(missing_ok=True)
+    stderr.unlink(missing_ok=True)
+    return result
+
+  def close(self) -> None:
+    try:
+      self._process.stdin.close()
+      self._process.wait(timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+      self._process.kill()
+      self._process.wait()
+    self._log.close()
+    shutil.rmtree(self._dir, ignore_errors=True)
+
+
+_hosts: dict[str, _RecipeHost] = {}
+
+
+def _recipe_host(module: str) -> _RecipeHost:
+  with _server_lock:
+    host = _hosts.get(module)
+    if host is None or not host.alive():
+      host = _hosts[module] = _RecipeHost(module)
+      atexit.register(host.close)
+    return host
+
+
+def run_in_host(module: str, *args: str, timeout: float = 300, check: bool = False,
+                cwd: Path | None = None,
+                env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+  """`run_binary`, but in a long-lived process per binary that keeps TensorFlow's caches warm.
+
+  The run goes through the binary's own entry point (`cli.run`: flag parsing and checks,
+  one-line errors, exit codes) with its output in the result as from a process; the host
+  restores flags, TFF's execution context, cwd and environment after it (see
+  tests/recipe_host.py). For tests that read a run's outputs, errors and exit code; where
+  the process itself (its signals, exit or TFF worker) is the point, use `run_binary` or
+  `run_module`. Runs of one binary take turns; different binaries run in parallel.
+  """
+  host = _recipe_host(module)
+  with host.lock:
+    result = host.run(args, cwd=cwd or ROOT, env=dict(env or {}), timeout=timeout)
   if check and result.returncode != 0:
     raise AssertionError(f'{module} exited {result.returncode}:\n{result.stdout}\n{result.stderr}')
   return result

@@ -1,8 +1,9 @@
 """Test driver: runs one recipe's `main` in this process once per aggregator, via real flags.
 
-Run as `python -m tests.recipe_matrix RECIPE ROOT_DIR AGGREGATOR...`. One process per
-recipe keeps each recipe's flag defaults its own, while the TFF import (seconds) is paid
-once for all of that recipe's aggregators. Prints one JSON line per run.
+Run as `python -m tests.recipe_matrix RECIPE ROOT_DIR AGGREGATOR...` (the tests fork it
+from the binary server). One process per recipe keeps each recipe's flags its own, while
+the TFF import, the worker start and the recipe's caches are shared by all of that
+recipe's aggregators. Prints one JSON line per run.
 """
 
 from __future__ import annotations

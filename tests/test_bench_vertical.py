@@ -13,7 +13,7 @@ from tests import helpers
 
 @pytest.mark.slow
 def test_bench_vertical_smoke(tmp_path: Path) -> None:
-  helpers.run_module('scripts.bench_vertical', '--smoke', '--psi_workers=2', f'--output_dir={tmp_path}',
+  helpers.run_binary('scripts.bench_vertical', '--smoke', '--psi_workers=2', f'--output_dir={tmp_path}',
                      check=True)
   results = json.loads((tmp_path / 'results.json').read_text())
   assert results['settings']['smoke'] is True

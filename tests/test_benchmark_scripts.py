@@ -1,7 +1,9 @@
 """The benchmark scripts' smoke modes, run as a user runs them, so that they cannot rot.
 
-Each smoke run goes through the real recipe binaries (subprocesses with pipes, so a leaked
-TFF worker would hang the test instead of passing). The Flower comparison needs the
+Each smoke run goes through the real recipe binaries (the benchmarks start them as
+subprocesses with pipes, so a leaked TFF worker would hang the test instead of passing);
+the benchmark drivers themselves are forked from the pre-imported binary server
+(tests/helpers.run_binary), the shell script runs as a real `bash` command. The Flower comparison needs the
 separate Flower environment and is skipped without it (`bash scripts/setup_flower.sh`
 makes it in about half a minute; the tests do not install it).
 """
@@ -66,7 +68,7 @@ def test_flower_side_does_not_import_tff() -> None:
 
 
 def test_bench_communication_smoke(tmp_path: Path) -> None:
-  result = helpers.run_module(
+  result = helpers.run_binary(
       'scripts.bench_communication', '--smoke', f'--results_dir={tmp_path / "results"}',
       f'--runs_dir={tmp_path / "runs"}', timeout=300, check=True)
   record = json.loads((tmp_path / 'results' / 'results.json').read_text())
@@ -124,7 +126,7 @@ def test_emnist_adaptive_rejects_an_unknown_optimizer() -> None:
                     reason='the Flower environment (.venv-flower) is not installed; '
                            'create it with `bash scripts/setup_flower.sh` (about 35 s)')
 def test_bench_peer_smoke(tmp_path: Path) -> None:
-  result = helpers.run_module(
+  result = helpers.run_binary(
       'scripts.bench_peer', '--smoke', '--repeats=1', f'--results_dir={tmp_path / "results"}',
       f'--runs_dir={tmp_path / "runs"}', timeout=600, check=True)
   record = json.loads((tmp_path / 'results' / 'results.json').read_text())
@@ -141,13 +143,13 @@ def test_bench_peer_smoke(tmp_path: Path) -> None:
 
 
 def test_bench_demo_and_federated_eval_smoke(tmp_path: Path) -> None:
-  helpers.run_module('scripts.bench_demo', '--smoke', '--seeds=3',
+  helpers.run_binary('scripts.bench_demo', '--smoke', '--seeds=3',
                      f'--results_dir={tmp_path / "demo"}', timeout=300, check=True)
   demo = json.loads((tmp_path / 'demo' / 'results.json').read_text())
   assert [r['seed'] for r in demo['results']] == [3]
   assert demo['statistics']['process_seconds']['median'] > 0
   assert len(demo['git_commit']) == 40 or demo['git_commit'] == 'unknown'
-  helpers.run_module('scripts.bench_federated_eval', '--smoke',
+  helpers.run_binary('scripts.bench_federated_eval', '--smoke',
                      f'--results_dir={tmp_path / "fed"}', timeout=300, check=True)
   rows = json.loads((tmp_path / 'fed' / 'results.json').read_text())['results']
   assert [r['partition'] for r in rows] == ['shards', 'iid']

@@ -1,7 +1,7 @@
 """Smoke modes of the timing benchmarks (overhead, scaling, remote), run as a user runs them.
 
-Subprocesses with pipes (tests/helpers.run_module): a leaked TFF worker would hang the
-test instead of passing. Plus the pieces the benchmarks rely on: the line fit and the
+Each benchmark is forked from the pre-imported binary server (tests/helpers.run_binary),
+and the test checks afterwards that no TFF worker outlived it. Plus the pieces the benchmarks rely on: the line fit and the
 recipes' process task (`training_loop.for_learning_process`).
 """
 
@@ -33,7 +33,7 @@ def _results(results_dir: Path, png: str) -> dict:
 
 @pytest.mark.slow
 def test_bench_overhead_smoke(tmp_path: Path) -> None:
-  result = helpers.run_module('scripts.bench_overhead', '--smoke', f'--results_dir={tmp_path}',
+  result = helpers.run_binary('scripts.bench_overhead', '--smoke', f'--results_dir={tmp_path}',
                               timeout=300, check=True)
   record = _results(tmp_path, 'overhead.png')
   rows = {r['contender']: r for r in record['results']}
@@ -47,7 +47,7 @@ def test_bench_overhead_smoke(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_bench_scaling_smoke(tmp_path: Path) -> None:
-  result = helpers.run_module('scripts.bench_scaling', '--smoke', f'--results_dir={tmp_path}',
+  result = helpers.run_binary('scripts.bench_scaling', '--smoke', f'--results_dir={tmp_path}',
                               timeout=300, check=True)
   record = _results(tmp_path, 'scaling.png')
   rows = record['results']
@@ -63,7 +63,7 @@ def test_bench_scaling_smoke(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_bench_remote_smoke(tmp_path: Path) -> None:
-  helpers.run_module('scripts.bench_remote', '--smoke', f'--results_dir={tmp_path}',
+  helpers.run_binary('scripts.bench_remote', '--smoke', f'--results_dir={tmp_path}',
                      timeout=300, check=True)
   record = _results(tmp_path, 'remote.png')
   assert [r['worker'] for r in record['results']] == ['local', 'remote']

@@ -110,7 +110,7 @@ def test_the_drivers_recipe_flags_are_accepted(tmp_path: Path) -> None:
   recipe = script.split('exec ', 1)[1].split()
   assert recipe[:3] == ['python', '-m', 'recipes.fed_avg']
   args = [a for a in recipe[3:] if not a.startswith(('--tff_worker', '--root_output_dir'))]
-  result = helpers.run_module('recipes.fed_avg', *args, '--tff_worker=localhost:1',
+  result = helpers.run_in_host('recipes.fed_avg', *args, '--tff_worker=localhost:1',
                               f'--root_output_dir={tmp_path}', timeout=120)
   helpers.assert_one_line_error(result, 'no TFF worker answers at localhost:1')
 
@@ -156,9 +156,9 @@ def test_dockerfile_installs_the_pinned_lock() -> None:
 
 
 def test_worker_addresses_resolves_and_waits() -> None:
-  result = helpers.run_module('scripts.worker_addresses', '--service=localhost:8000', timeout=60,
+  result = helpers.run_binary('scripts.worker_addresses', '--service=localhost:8000', timeout=60,
                               check=True)
   assert result.stdout.strip() == '127.0.0.1:8000'
-  result = helpers.run_module('scripts.worker_addresses', '--service=localhost:8000', '--expect=2',
+  result = helpers.run_binary('scripts.worker_addresses', '--service=localhost:8000', '--expect=2',
                               '--timeout_seconds=0.5', timeout=60)
   helpers.assert_one_line_error(result, '1 of the 2 expected workers', 'localhost')

@@ -1,10 +1,15 @@
-"""End-to-end tests of `python -m recipes.fed_avg` through its flags, as a user runs it."""
+"""End-to-end tests of `python -m recipes.fed_avg` through its flags, as a user runs it.
+
+The runs go through the binary's entry point in a long-lived process per binary
+(`helpers.run_in_host`: warm TensorFlow caches); the piped run is a real
+`python -m ... | cat`, which also checks a fresh process's start and exit. Killing and resuming a run is tested, for every
+signal and phase, in test_reproducibility.py.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -23,12 +28,20 @@ def _csv_rounds(path: Path) -> list[int]:
     return [int(r['round']) for r in csv.DictReader(f)]
 
 
-def test_trains_and_writes_every_output(tmp_path: Path) -> None:
-  result = helpers.run_module(
-      'recipes.fed_avg', *FAST, '--total_rounds=4', '--rounds_per_eval=2',
-      f'--root_output_dir={tmp_path}', '--experiment_name=e2e', check=True)
-  out = tmp_path / 'e2e'
-  assert str(out) in result.stdout
+@pytest.fixture(scope='module')
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str], str]:
+  """(root, flags, stdout) of one finished 4-round run, shared by the tests that read it."""
+  root = tmp_path_factory.mktemp('fed_avg')
+  args = [*FAST, '--total_rounds=4', '--rounds_per_eval=2', f'--root_output_dir={root}',
+          '--experiment_name=e2e']
+  result = helpers.run_in_host('recipes.fed_avg', *args, check=True)
+  return root, args, result.stdout
+
+
+def test_trains_and_writes_every_output(trained_run: tuple[Path, list[str], str]) -> None:
+  root, _, stdout = trained_run
+  out = root / 'e2e'
+  assert str(out) in stdout
   assert _csv_rounds(out / 'metrics.csv') == [1, 2, 3, 4]
   summary = json.loads((out / 'summary.json').read_text())
   assert summary['status'] == 'completed' and summary['rounds_completed'] == 4
@@ -42,9 +55,16 @@ def test_trains_and_writes_every_output(tmp_path: Path) -> None:
   assert helpers.leaked_workers() == []
 
 
+def test_refuses_to_overwrite_a_run(trained_run: tuple[Path, list[str], str]) -> None:
+  root, args, _ = trained_run
+  before = (root / 'e2e' / 'metrics.csv').read_text()
+  helpers.assert_one_line_error(helpers.run_in_host('recipes.fed_avg', *args), '--resume')
+  assert (root / 'e2e' / 'metrics.csv').read_text() == before
+
+
 @pytest.mark.parametrize('weighting', ['num_examples', 'uniform'])
 def test_accuracy_rises_on_mnist_digits(tmp_path: Path, weighting: str) -> None:
-  helpers.run_module(
+  helpers.run_in_host(
       'recipes.fed_avg', '--task=mnist_digits', '--partition=iid', '--num_clients=20',
       '--clients_per_round=5', '--total_rounds=8', '--rounds_per_eval=1', '--model=2nn',
       f'--weighting={weighting}', '--progress=false',
@@ -67,60 +87,9 @@ def test_accuracy_rises_on_mnist_digits(tmp_path: Path, weighting: str) -> None:
     (['--client_batch_size=0'], '--client_batch_size'),
 ])
 def test_bad_flags_fail_with_one_line(tmp_path: Path, flag_args: list[str], needle: str) -> None:
-  result = helpers.run_module('recipes.fed_avg', *FAST, *flag_args, f'--root_output_dir={tmp_path}')
+  result = helpers.run_in_host('recipes.fed_avg', *FAST, *flag_args, f'--root_output_dir={tmp_path}')
   helpers.assert_one_line_error(result, needle)
   assert result.returncode == 2
-
-
-def test_refuses_to_overwrite_a_run(tmp_path: Path) -> None:
-  args = [*FAST, '--total_rounds=1', f'--root_output_dir={tmp_path}', '--experiment_name=x']
-  helpers.run_module('recipes.fed_avg', *args, check=True)
-  before = (tmp_path / 'x' / 'metrics.csv').read_text()
-  helpers.assert_one_line_error(helpers.run_module('recipes.fed_avg', *args), '--resume')
-  assert (tmp_path / 'x' / 'metrics.csv').read_text() == before
-
-
-def _start(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=str(helpers.ROOT))
-  return subprocess.Popen(
-      [sys.executable, '-m', 'recipes.fed_avg', *FAST, f'--root_output_dir={tmp_path}',
-       '--experiment_name=killed', *args],
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=helpers.ROOT)
-
-
-def _wait_for_rounds(csv_path: Path, rounds: int, process: subprocess.Popen[str]) -> None:
-  deadline = time.monotonic() + 240
-  while time.monotonic() < deadline:
-    if csv_path.exists() and len(_csv_rounds(csv_path)) >= rounds:
-      return
-    if process.poll() is not None:
-      raise AssertionError(f'run ended early: {process.communicate()}')
-    time.sleep(0.2)
-  raise AssertionError('run made no progress')
-
-
-@pytest.mark.parametrize('sig', [signal.SIGKILL, signal.SIGINT, signal.SIGTERM])
-def test_resume_after_killed_run(tmp_path: Path, sig: int) -> None:
-  csv_path = tmp_path / 'killed' / 'metrics.csv'
-  process = _start(tmp_path, '--total_rounds=400', '--rounds_per_checkpoint=3', '--rounds_per_eval=1')
-  _wait_for_rounds(csv_path, 5, process)
-  process.send_signal(sig)
-  _, stderr = process.communicate(timeout=60)
-  assert process.returncode != 0
-  if sig != signal.SIGKILL:
-    assert 'Traceback' not in stderr, stderr
-  time.sleep(0.5)
-  assert helpers.leaked_workers() == []
-  written = _csv_rounds(csv_path)
-
-  result = helpers.run_module(
-      'recipes.fed_avg', *FAST, f'--root_output_dir={tmp_path}', '--experiment_name=killed',
-      '--resume', f'--total_rounds={len(written) + 3}', '--rounds_per_checkpoint=3',
-      '--rounds_per_eval=1', check=True)
-  rounds = _csv_rounds(csv_path)
-  assert rounds == list(range(1, len(written) + 4)), (written, rounds, result.stderr)
-  summary = json.loads((tmp_path / 'killed' / 'summary.json').read_text())
-  assert summary['status'] == 'completed'
 
 
 def test_piped_run_returns_and_leaves_no_worker(tmp_path: Path) -> None:
@@ -139,8 +108,8 @@ def test_piped_run_returns_and_leaves_no_worker(tmp_path: Path) -> None:
 def test_federated_evaluation_reports_the_spread_over_clients(tmp_path: Path) -> None:
   common = ('--task=synthetic', '--num_clients=20', '--clients_per_round=4', '--total_rounds=2',
             '--rounds_per_eval=2', '--progress=false', f'--root_output_dir={tmp_path}')
-  helpers.run_module('recipes.fed_avg', *common, '--experiment_name=plain', check=True)
-  helpers.run_module('recipes.fed_avg', *common, '--experiment_name=fed',
+  helpers.run_in_host('recipes.fed_avg', *common, '--experiment_name=plain', check=True)
+  helpers.run_in_host('recipes.fed_avg', *common, '--experiment_name=fed',
                      '--federated_eval_clients=6', check=True)
   plain = helpers.read_rows(tmp_path / 'plain' / 'metrics.csv')
   rows = helpers.read_rows(tmp_path / 'fed' / 'metrics.csv')

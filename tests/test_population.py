@@ -167,7 +167,7 @@ def test_in_memory_clients_put_no_examples_into_traced_graphs():
 
 @pytest.mark.slow
 def test_bench_population_smoke_1k_vs_100k_clients(tmp_path: Path) -> None:
-  result = helpers.run_module('scripts.bench_population', '--smoke', f'--results_dir={tmp_path}',
+  result = helpers.run_binary('scripts.bench_population', '--smoke', f'--results_dir={tmp_path}',
                               timeout=300, check=True)
   for name in ('results.json', 'results.csv', 'table.md', 'population.png'):
     assert (tmp_path / name).stat().st_size > 0, name

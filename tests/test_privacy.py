@@ -160,7 +160,7 @@ def _independent_epsilon(record: dict) -> float:
 
 def test_dp_run_reports_the_epsilon_of_the_sampling_it_performed(tmp_path):
   from tests import helpers  # pylint: disable=g-import-not-at-top
-  result = helpers.run_module('recipes.dp_fed_avg', *DP_RUN, '--noise_multiplier=1.0',
+  result = helpers.run_in_host('recipes.dp_fed_avg', *DP_RUN, '--noise_multiplier=1.0',
                               '--total_rounds=6', f'--root_output_dir={tmp_path}',
                               '--experiment_name=dp', check=True)
   record = helpers.read_json(tmp_path / 'dp' / 'summary.json')['privacy']
@@ -187,17 +187,17 @@ def test_target_epsilon_is_calibrated_once_and_resume_cannot_change_privacy(tmp_
   from tests import helpers  # pylint: disable=g-import-not-at-top
   common = (*DP_RUN, '--target_epsilon=5', f'--root_output_dir={tmp_path}',
             '--experiment_name=dp')
-  helpers.run_module('recipes.dp_fed_avg', *common, '--total_rounds=2', check=True)
+  helpers.run_in_host('recipes.dp_fed_avg', *common, '--total_rounds=2', check=True)
   first = helpers.read_json(tmp_path / 'dp' / 'summary.json')['privacy']
   assert first['epsilon'] == pytest.approx(5, rel=1e-3) and first['epsilon'] <= 5
   # Going on past the calibrated rounds keeps z and reports the larger epsilon.
-  helpers.run_module('recipes.dp_fed_avg', *common, '--total_rounds=4', '--resume', check=True)
+  helpers.run_in_host('recipes.dp_fed_avg', *common, '--total_rounds=4', '--resume', check=True)
   second = helpers.read_json(tmp_path / 'dp' / 'summary.json')['privacy']
   assert second['noise_multiplier'] == first['noise_multiplier']
   assert second['calibrated_for_rounds'] == 2 and second['rounds'] == 4
   assert second['epsilon'] > 5
   assert second['epsilon'] == pytest.approx(_independent_epsilon(second), rel=1e-9)
   # A resume that would change the privacy parameters is refused.
-  result = helpers.run_module('recipes.dp_fed_avg', *common, '--total_rounds=6', '--resume',
+  result = helpers.run_in_host('recipes.dp_fed_avg', *common, '--total_rounds=6', '--resume',
                               '--clip_norm=1.0')
   helpers.assert_one_line_error(result, '--clip_norm=1.0')

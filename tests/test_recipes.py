@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -30,10 +32,25 @@ def test_matrix_covers_every_aggregator() -> None:
   assert set(SUPPORTED) == set(RECIPES)
 
 
+@pytest.fixture(scope='module')
+def matrix_runs(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, tuple[Path, subprocess.CompletedProcess[str]]]:
+  """recipe -> (root, result) of tests.recipe_matrix, two recipes at a time (2 cores)."""
+  roots = {recipe: tmp_path_factory.mktemp(recipe) for recipe in RECIPES}
+
+  def run(recipe: str) -> subprocess.CompletedProcess[str]:
+    return helpers.run_binary('tests.recipe_matrix', recipe, str(roots[recipe]),
+                              *SUPPORTED[recipe], timeout=900)
+
+  with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+    return {recipe: (roots[recipe], result)
+            for recipe, result in zip(RECIPES, pool.map(run, RECIPES))}
+
+
 @pytest.mark.parametrize('recipe', RECIPES)
-def test_recipe_runs_with_each_aggregator(recipe: str, tmp_path: Path) -> None:
-  result = helpers.run_module('tests.recipe_matrix', recipe, str(tmp_path), *SUPPORTED[recipe],
-                              timeout=600)
+def test_recipe_runs_with_each_aggregator(recipe: str, matrix_runs) -> None:
+  tmp_path, result = matrix_runs[recipe]
   runs = [json.loads(l) for l in result.stdout.splitlines() if l.startswith('{')]
   failed = [r for r in runs if not r['ok']]
   assert not failed, failed[0]['traceback']
@@ -69,6 +86,6 @@ def test_recipe_runs_with_each_aggregator(recipe: str, tmp_path: Path) -> None:
 ])
 def test_recipe_rejects_inconsistent_flags(recipe: str, args: list[str], needle: str,
                                            tmp_path: Path) -> None:
-  result = helpers.run_module(f'recipes.{recipe}', '--task=synthetic', '--total_rounds=1',
+  result = helpers.run_in_host(f'recipes.{recipe}', '--task=synthetic', '--total_rounds=1',
                               f'--root_output_dir={tmp_path}', *args)
   helpers.assert_one_line_error(result, needle)

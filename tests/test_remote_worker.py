@@ -31,25 +31,17 @@ def worker() -> Iterator[tuple[str, int]]:
 
 
 class _LocalWorkerWatch:
-  """Records TFF workers started by any process whose command line holds `marker`."""
+  """Records TFF workers whose parent is the process `pid`, until the context exits."""
 
-  def __init__(self, marker: str) -> None:
-    self._marker = marker
+  def __init__(self, pid: int) -> None:
+    self._pid = pid
     self.seen: set[int] = set()
     self._stop = threading.Event()
     self._thread = threading.Thread(target=self._watch, daemon=True)
 
   def _watch(self) -> None:
     while not self._stop.is_set():
-      for pid in runtime.worker_pids():
-        try:
-          with open(f'/proc/{pid}/stat') as f:
-            ppid = int(f.read().rsplit(')', 1)[1].split()[1])
-          with open(f'/proc/{ppid}/cmdline', 'rb') as f:
-            if self._marker.encode() in f.read():
-              self.seen.add(pid)
-        except (OSError, ValueError, IndexError):
-          continue
+      self.seen.update(runtime.worker_pids(self._pid))
       self._stop.wait(0.1)
 
   def __enter__(self) -> '_LocalWorkerWatch':
@@ -70,11 +62,12 @@ def test_recipe_runs_on_the_remote_worker_and_starts_none(tmp_path: Path,
                                                          worker: tuple[str, int]) -> None:
   address, pid = worker
   cpu_before = bench_timing.cpu_seconds(pid)
-  with _LocalWorkerWatch(str(tmp_path)) as watch:
-    result = helpers.run_module(
-        'recipes.fed_avg', *FAST, '--total_rounds=2', '--rounds_per_eval=1',
-        f'--tff_worker={address}', f'--root_output_dir={tmp_path}', '--experiment_name=remote',
-        check=True)
+  run = helpers.start_binary(
+      'recipes.fed_avg', *FAST, '--total_rounds=2', '--rounds_per_eval=1',
+      f'--tff_worker={address}', f'--root_output_dir={tmp_path}', '--experiment_name=remote')
+  with _LocalWorkerWatch(run.pid) as watch:
+    result = run.wait(timeout=300)
+  assert result.returncode == 0, result.stderr
   assert watch.seen == set(), 'the recipe started a local worker of its own'
   assert f'on the TFF worker at {address}' in result.stdout
   summary = json.loads((tmp_path / 'remote' / 'summary.json').read_text())
@@ -83,20 +76,20 @@ def test_recipe_runs_on_the_remote_worker_and_starts_none(tmp_path: Path,
   assert hparams['tff_worker'] == address
   assert bench_timing.cpu_seconds(pid) > cpu_before, 'the worker did no work'
   # The worker serves one run after another.
-  helpers.run_module('recipes.fed_avg', *FAST, '--total_rounds=1', f'--tff_worker={address}',
+  helpers.run_in_host('recipes.fed_avg', *FAST, '--total_rounds=1', f'--tff_worker={address}',
                      f'--root_output_dir={tmp_path}', '--experiment_name=again', check=True)
 
 
 def test_unreachable_worker_is_one_line(tmp_path: Path) -> None:
   port = portpicker.pick_unused_port()
-  result = helpers.run_module('recipes.fed_avg', *FAST, f'--tff_worker=localhost:{port}',
+  result = helpers.run_in_host('recipes.fed_avg', *FAST, f'--tff_worker=localhost:{port}',
                               f'--root_output_dir={tmp_path}')
   helpers.assert_one_line_error(result, 'no TFF worker answers', 'start_worker')
   assert not (tmp_path / 'metrics.csv').exists()
 
 
 def test_malformed_worker_address_is_one_line(tmp_path: Path) -> None:
-  result = helpers.run_module('recipes.fed_avg', *FAST, '--tff_worker=bighost',
+  result = helpers.run_in_host('recipes.fed_avg', *FAST, '--tff_worker=bighost',
                               f'--root_output_dir={tmp_path}')
   helpers.assert_one_line_error(result, '--tff_worker', 'host:port')
 

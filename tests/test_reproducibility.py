@@ -7,7 +7,14 @@ run is interrupted with SIGINT, SIGTERM or SIGKILL in each phase of a round (dur
 TensorBoard write, just before and just after a checkpoint save; the recipes' test hook
 FEDRECIPES_TEST_PAUSE=phase@round pauses there) and resumed with the same command: every
 round ends up in metrics.csv exactly once, with the uninterrupted run's values and
-bit-identical final weights.
+bit-identical final weights, and no TFF worker outlives an interrupted run.
+
+Signals and process exit are the point of the interrupted runs: the graceful chain's runs
+are real `python -m recipes.fed_avg` processes; the killed chain's (SIGKILL: no exit path
+runs at all) are forked from the pre-imported binary server (`helpers.start_binary`).
+Uninterrupted runs go through the binary's entry point in its long-lived test host
+(`helpers.run_in_host`); of each same-seed pair, one run is a process of its own
+(`helpers.run_binary`), so the seed is shown to decide the run across processes.
 """
 
 from __future__ import annotations
@@ -51,9 +58,11 @@ def final_weights(run_dir: Path, round_num: int) -> list[np.ndarray]:
   return [np.asarray(leaf) for leaf in tf.nest.flatten(state)]
 
 
-def run(module: str, out: Path, name: str, *flags: str) -> subprocess.CompletedProcess[str]:
-  return helpers.run_module(module, *flags, f'--root_output_dir={out}',
-                            f'--experiment_name={name}', check=True)
+def run(module: str, out: Path, name: str, *flags: str,
+        forked: bool = False) -> subprocess.CompletedProcess[str]:
+  """An uninterrupted run, in the binary's test host (or `forked` from the binary server)."""
+  return (helpers.run_binary if forked else helpers.run_in_host)(
+      module, *flags, f'--root_output_dir={out}', f'--experiment_name={name}', check=True)
 
 
 @pytest.mark.slow
@@ -67,7 +76,7 @@ def test_same_seed_same_run_other_seed_other_run(tmp_path, module, flags):
   common = ('--task=synthetic', '--num_clients=20', '--total_rounds=3', '--rounds_per_eval=1',
             '--progress=false', *flags)
   first = run(module, tmp_path, 'first', *common, '--seed=5')
-  run(module, tmp_path, 'second', *common, '--seed=5')
+  run(module, tmp_path, 'second', *common, '--seed=5', forked=True)
   run(module, tmp_path, 'other', *common, '--seed=6')
   rows = metrics_without_timings(tmp_path / 'first' / 'metrics.csv')
   assert len(rows) == 3
@@ -86,6 +95,14 @@ def test_same_seed_same_run_other_seed_other_run(tmp_path, module, flags):
   assert '--seed=5' in summary['command']
 
 
+def _finish(process: subprocess.Popen[str] | helpers.ForkedRun,
+            timeout: float | None = None) -> str:
+  """Waits for a real or forked run to end; returns its stderr."""
+  if isinstance(process, helpers.ForkedRun):
+    return process.wait(timeout).stderr
+  return process.communicate(timeout=timeout)[1]
+
+
 def _interrupt(out: Path, name: str, phase: str, round_num: int, signum: int) -> None:
   """Starts the run (or its resume), stops it with `signum` at `phase` of `round_num`."""
   run_dir = out / name
@@ -93,30 +110,35 @@ def _interrupt(out: Path, name: str, phase: str, round_num: int, signum: int) ->
   if marker.exists():
     marker.unlink()
   resume = ('--resume',) if run_dir.exists() else ()
-  env = dict(os.environ, PYTHONPATH=str(helpers.ROOT), TF_CPP_MIN_LOG_LEVEL='3',
-             FEDRECIPES_TEST_PAUSE=f'{phase}@{round_num}')
-  process = subprocess.Popen(
-      [sys.executable, '-m', 'recipes.fed_avg', *RUN, f'--root_output_dir={out}',
-       f'--experiment_name={name}', *resume],
-      cwd=helpers.ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE, text=True)
+  args = [*RUN, f'--root_output_dir={out}', f'--experiment_name={name}', *resume]
+  pause = {'FEDRECIPES_TEST_PAUSE': f'{phase}@{round_num}'}
+  if signum == signal.SIGKILL:
+    process = helpers.start_binary('recipes.fed_avg', *args, env=pause)
+  else:
+    env = dict(os.environ, PYTHONPATH=str(helpers.ROOT), TF_CPP_MIN_LOG_LEVEL='3', **pause)
+    process = subprocess.Popen(
+        [sys.executable, '-m', 'recipes.fed_avg', *args], cwd=helpers.ROOT, env=env,
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   deadline = time.monotonic() + 240
   while not marker.exists():
-    assert process.poll() is None, f'{phase}@{round_num}: exited early\n{process.communicate()}'
+    assert process.poll() is None, f'{phase}@{round_num}: exited early\n{_finish(process)}'
     assert time.monotonic() < deadline, f'{phase}@{round_num} never reached'
     time.sleep(0.02)
   process.send_signal(signum)
-  _, stderr = process.communicate(timeout=120)
+  stderr = _finish(process, timeout=120)
   assert process.returncode != 0, f'{phase}@{round_num}: finished despite {signum}'
   assert 'Traceback' not in stderr, stderr
+  time.sleep(0.5)
+  # Whatever the signal (SIGKILL runs no cleanup), the run's TFF worker died with it.
+  assert helpers.leaked_workers() == [], f'{phase}@{round_num}: a worker outlived {signum}'
 
 
 def _interrupted_chain(out: Path, name: str, signals: tuple[int, ...]) -> Path:
   """One run interrupted once in every phase (phase i by signals[i]), then finished."""
   for phase, signum in zip(PHASES, signals):
     _interrupt(out, name, phase, PHASE_ROUNDS[phase], signum)
-  helpers.run_module('recipes.fed_avg', *RUN, f'--root_output_dir={out}',
-                     f'--experiment_name={name}', '--resume', check=True)
+  helpers.run_in_host('recipes.fed_avg', *RUN, f'--root_output_dir={out}',
+                      f'--experiment_name={name}', '--resume', check=True)
   return out / name
 
 
@@ -159,7 +181,7 @@ def test_interrupted_anywhere_resumes_to_the_uninterrupted_run(tmp_path):
 
 def test_resume_refuses_a_flag_that_changes_what_is_learned(tmp_path):
   run('recipes.fed_avg', tmp_path, 'run', *RUN[:-4], '--total_rounds=1', '--progress=false')
-  result = helpers.run_module(
+  result = helpers.run_in_host(
       'recipes.fed_avg', *RUN[:-4], '--total_rounds=2', '--progress=false',
       '--client_learning_rate=0.5', f'--root_output_dir={tmp_path}', '--experiment_name=run',
       '--resume')

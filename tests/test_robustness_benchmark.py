@@ -105,7 +105,7 @@ def test_bad_attack_specs_are_user_errors(spec: str) -> None:
 
 @pytest.mark.slow
 def test_smoke_writes_results(tmp_path: Path) -> None:
-  result = helpers.run_module(
+  result = helpers.run_binary(
       'scripts.bench_robustness', '--smoke', f'--results_dir={tmp_path}', timeout=240, check=True)
   for name in ('results.json', 'results.csv', 'table.md', 'accuracy_vs_rounds.png'):
     assert (tmp_path / name).stat().st_size > 0, name

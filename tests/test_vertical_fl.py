@@ -23,8 +23,8 @@ from tests import helpers
 ])
 def test_binary_runs_end_to_end(tmp_path: Path, flags: list[str], num_parties: int,
                                 secure: bool) -> None:
-  process = helpers.run_module('recipes.vertical_fl', *flags, '--progress=false',
-                               f'--root_output_dir={tmp_path}', '--experiment_name=e2e', check=True)
+  process = helpers.run_in_host('recipes.vertical_fl', *flags, '--progress=false',
+                                f'--root_output_dir={tmp_path}', '--experiment_name=e2e', check=True)
   assert 'PSI:' in process.stdout and 'no raw IDs' in process.stdout
   out = tmp_path / 'e2e'
   summary = json.loads((out / 'summary.json').read_text())
@@ -53,7 +53,7 @@ def test_binary_runs_end_to_end(tmp_path: Path, flags: list[str], num_parties: i
     (['--seed=-1'], 'flag --seed=-1'),
 ])
 def test_bad_input_fails_with_one_line(tmp_path: Path, flags: list[str], message: str) -> None:
-  process = helpers.run_module('recipes.vertical_fl', *flags, f'--root_output_dir={tmp_path}')
+  process = helpers.run_in_host('recipes.vertical_fl', *flags, f'--root_output_dir={tmp_path}')
   assert process.returncode == 2
   helpers.assert_one_line_error(process, message)
 
@@ -97,10 +97,13 @@ def test_tiny_overlap_gives_empty_intersection_error() -> None:
 def test_same_seed_same_metrics_other_seed_other_curves(tmp_path: Path) -> None:
   # --seed decides every random choice that affects the metrics (IDs, split, initialization,
   # batch order); the cryptography's os.urandom keys and shuffles must not change them.
+  # 'b' runs in a process of its own (forked), 'a' and 'c' one after the other in the
+  # recipe host: the same seed gives the same metrics across processes, and within one.
   def metrics_csv(name: str, seed: int) -> str:
-    helpers.run_module('recipes.vertical_fl', '--task=breast_cancer', '--epochs=3', f'--seed={seed}',
-                       '--progress=false', f'--root_output_dir={tmp_path}', f'--experiment_name={name}',
-                       check=True)
+    run = helpers.run_binary if name == 'b' else helpers.run_in_host
+    run('recipes.vertical_fl', '--task=breast_cancer', '--epochs=3', f'--seed={seed}',
+        '--progress=false', f'--root_output_dir={tmp_path}', f'--experiment_name={name}',
+        check=True)
     return (tmp_path / name / 'metrics.csv').read_text()
 
   first, again, other = metrics_csv('a', 5), metrics_csv('b', 5), metrics_csv('c', 6)
