@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from core.errors import UserError
 from core.runtime import import_tff
+from tasks.sqlite_files import check_sqlite_header
 
 tff = import_tff()
 
@@ -30,7 +31,6 @@ DATABASE_FILENAME = 'emnist_all.sqlite'
 DOWNLOAD_URL = 'https://storage.googleapis.com/tff-datasets-public/emnist_all.sqlite.lzma'
 NUM_CLASSES_DIGITS = 10
 NUM_CLASSES_ALL = 62
-_SQLITE_MAGIC = b'SQLite format 3\x00'
 
 
 def database_path(cache_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -47,18 +47,7 @@ def _check_database_file(path: Path) -> None:
     raise UserError(
         f'{DATABASE_FILENAME} not found in {path.parent}; download {DOWNLOAD_URL}, decompress '
         f'it (xz -d) and place {DATABASE_FILENAME} there, or pass --cache_dir')
-  with path.open('rb') as f:
-    header = f.read(100)
-  if len(header) < 100 or not header.startswith(_SQLITE_MAGIC):
-    raise UserError(f'{path} is not a SQLite database (corrupt or partial download); {redownload}')
-  page_size = int.from_bytes(header[16:18], 'big')
-  page_size = 65536 if page_size == 1 else page_size  # The header's encoding of 64 KiB.
-  page_count = int.from_bytes(header[28:32], 'big')
-  # The page count is valid only if the change counter equals "version-valid-for".
-  if header[24:28] == header[92:96] and path.stat().st_size < page_size * page_count:
-    raise UserError(
-        f'{path} is truncated ({path.stat().st_size} of {page_size * page_count} bytes, '
-        f'an interrupted download?); {redownload}')
+  check_sqlite_header(path, redownload)
 
 
 def _to_model_inputs(element: Mapping[str, Any]) -> tuple[tf.Tensor, tf.Tensor]:

@@ -27,10 +27,8 @@ writes every file (the grid's `--smoke` and scripts/bench_suite_population.py us
 from __future__ import annotations
 
 import json
-import sqlite3
 import sys
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -57,40 +55,7 @@ def _example(**features: object) -> bytes:
       feature={k: feature(v) for k, v in features.items()})).SerializeToString()
 
 
-def write_sqlite(path: str | Path, splits: Mapping[str, Mapping[str, Sequence[bytes]]],
-                 index: bool = False) -> None:
-  """Writes `splits` (split -> client id -> serialized examples) in TFF's SQLite schema.
-
-  Args:
-    path: The database file (replaced).
-    splits: The examples.
-    index: Also index `examples` by client (TFF's schema has none; a large fixture reads
-      each client much faster with it, and the loader does not notice).
-  """
-  path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  path.unlink(missing_ok=True)
-  connection = sqlite3.connect(path)
-  with connection:
-    connection.execute("""CREATE TABLE examples (
-        split_name TEXT NOT NULL,
-        client_id TEXT NOT NULL,
-        serialized_example_proto BLOB NOT NULL);""")
-    connection.execute("""CREATE TABLE client_metadata (
-        client_id TEXT NOT NULL,
-        split_name TEXT NOT NULL,
-        num_examples INTEGER NOT NULL);""")
-    for split_name, clients in splits.items():
-      connection.executemany(
-          'INSERT INTO examples (split_name, client_id, serialized_example_proto) VALUES (?, ?, ?);',
-          ((split_name, client_id, example)
-           for client_id, examples in clients.items() for example in examples))
-      connection.executemany(
-          'INSERT INTO client_metadata (client_id, split_name, num_examples) VALUES (?, ?, ?);',
-          ((client_id, split_name, len(examples)) for client_id, examples in clients.items()))
-    if index:
-      connection.execute('CREATE INDEX examples_by_client ON examples (client_id, split_name);')
-  connection.close()
+write_sqlite = emnist_sqlite.write_sqlite
 
 
 def cifar_image(label: int, rng: np.random.Generator) -> np.ndarray:

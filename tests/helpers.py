@@ -35,29 +35,52 @@ def run_module(module: str, *args: str, timeout: float = 300, check: bool = Fals
   return result
 
 
-class _BinaryServer:
+class _HelperProcess:
+  """A long-lived helper process of the tests (`python -m <command>`), speaking JSON lines.
+
+  Its stderr goes to a log in its own temporary directory, where the runs' outputs go too;
+  `close` ends it and removes the directory.
+  """
+
+  def __init__(self, command: Sequence[str], prefix: str, *, text: bool) -> None:
+    self._dir = Path(tempfile.mkdtemp(prefix=prefix))
+    self._log = open(self._dir / 'process.log', 'wb')  # pylint: disable=consider-using-with
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=str(ROOT))
+    self._process = subprocess.Popen(
+        [sys.executable, '-m', *command], stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=self._log, cwd=ROOT, env=env, text=text)
+
+  def _ready(self) -> bool:
+    return bool(json.loads(self._process.stdout.readline() or '{}').get('ready'))
+
+  def _log_tail(self) -> str:
+    self._log.flush()
+    return (self._dir / 'process.log').read_text(errors='replace')[-3000:]
+
+  def close(self) -> None:
+    try:
+      self._process.stdin.close()
+      self._process.wait(timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+      self._process.kill()
+      self._process.wait()
+    self._log.close()
+    shutil.rmtree(self._dir, ignore_errors=True)
+
+
+class _BinaryServer(_HelperProcess):
   """The client side of tests/binary_server.py: one server per test session, started lazily."""
 
   def __init__(self) -> None:
-    self._dir = Path(tempfile.mkdtemp(prefix='fedrecipes-binaries-'))
-    self._log = open(self._dir / 'server.log', 'wb')  # pylint: disable=consider-using-with
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=str(ROOT))
-    self._process = subprocess.Popen(
-        [sys.executable, '-m', 'tests.binary_server'], stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, stderr=self._log, cwd=ROOT, env=env)
+    super().__init__(['tests.binary_server'], 'fedrecipes-binaries-', text=False)
     self._lock = threading.Lock()
     self._next_id = 0
     self._replies: dict[int, dict[str, object]] = {}
     self._changed = threading.Condition(self._lock)
-    ready = json.loads(self._process.stdout.readline() or '{}')
-    if not ready.get('ready'):
+    if not self._ready():
       raise RuntimeError(f'the binary server did not start: {self._log_tail()}')
     self._reader = threading.Thread(target=self._read, daemon=True)
     self._reader.start()
-
-  def _log_tail(self) -> str:
-    self._log.flush()
-    return (self._dir / 'server.log').read_text(errors='replace')[-3000:]
 
   def _read(self) -> None:
     for line in self._process.stdout:
@@ -99,16 +122,6 @@ class _BinaryServer:
         if remaining is not None and remaining <= 0:
           raise TimeoutError(f'no {key} for request {request_id}')
         self._changed.wait(remaining)
-
-  def close(self) -> None:
-    try:
-      self._process.stdin.close()
-      self._process.wait(timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-      self._process.kill()
-      self._process.wait()
-    self._log.close()
-    shutil.rmtree(self._dir, ignore_errors=True)
 
 
 class ForkedRun:
@@ -189,25 +202,16 @@ def run_binary(module: str, *args: str, timeout: float = 300, check: bool = Fals
   return result
 
 
-class _RecipeHost:
+class _RecipeHost(_HelperProcess):
   """The client side of tests/recipe_host.py: one long-lived process per binary."""
 
   def __init__(self, module: str) -> None:
     self.module = module
-    self._dir = Path(tempfile.mkdtemp(prefix='fedrecipes-host-'))
-    self._log = open(self._dir / 'host.log', 'wb')  # pylint: disable=consider-using-with
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=str(ROOT))
-    self._process = subprocess.Popen(
-        [sys.executable, '-m', 'tests.recipe_host', module], stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, stderr=self._log, cwd=ROOT, env=env, text=True)
+    super().__init__(['tests.recipe_host', module], 'fedrecipes-host-', text=True)
     self._count = 0
     self.lock = threading.Lock()
-    if not json.loads(self._process.stdout.readline() or '{}').get('ready'):
+    if not self._ready():
       raise RuntimeError(f'the recipe host for {module} did not start: {self._log_tail()}')
-
-  def _log_tail(self) -> str:
-    self._log.flush()
-    return (self._dir / 'host.log').read_text(errors='replace')[-3000:]
 
   def alive(self) -> bool:
     return self._process.poll() is None
@@ -238,16 +242,6 @@ class _RecipeHost:
     stdout.unlink(missing_ok=True)
     stderr.unlink(missing_ok=True)
     return result
-
-  def close(self) -> None:
-    try:
-      self._process.stdin.close()
-      self._process.wait(timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-      self._process.kill()
-      self._process.wait()
-    self._log.close()
-    shutil.rmtree(self._dir, ignore_errors=True)
 
 
 _hosts: dict[str, _RecipeHost] = {}

@@ -30,11 +30,11 @@ import tensorflow as tf
 
 from core.errors import UserError
 from core.runtime import import_tff
+from tasks.sqlite_files import check_sqlite_header
 
 tff = import_tff()
 
 _STORAGE = 'https://storage.googleapis.com/tff-datasets-public'
-_SQLITE_MAGIC = b'SQLite format 3\x00'
 # SHA-256 of the vocabulary archives, as `tff.simulation.datasets.stackoverflow` (TFF 0.87)
 # checks them: an archive with another digest would make TFF download it again.
 _WORD_COUNT_SHA256 = '1dc00256d6e527c54b9756d968118378ae14e6692c0b3b6cad470cdd3f0c519c'
@@ -116,17 +116,7 @@ def check_sqlite(path: Path, data_file: DataFile) -> None:
     UserError: If the file is not a SQLite database or is shorter than its header says.
   """
   redownload = f'delete it and download {data_file.url} again ({data_file.install})'
-  with path.open('rb') as f:
-    header = f.read(100)
-  if len(header) < 100 or not header.startswith(_SQLITE_MAGIC):
-    raise UserError(f'{path} is not a SQLite database (corrupt or partial download); {redownload}')
-  page_size = int.from_bytes(header[16:18], 'big')
-  page_size = 65536 if page_size == 1 else page_size  # The header's encoding of 64 KiB.
-  page_count = int.from_bytes(header[28:32], 'big')
-  # The page count is valid only if the change counter equals "version-valid-for".
-  if header[24:28] == header[92:96] and path.stat().st_size < page_size * page_count:
-    raise UserError(f'{path} is truncated ({path.stat().st_size} of {page_size * page_count} '
-                    f'bytes, an interrupted download?); {redownload}')
+  check_sqlite_header(path, redownload)
 
 
 def open_client_data(
