@@ -138,23 +138,61 @@ def run_recipe(
     runs_dir: Path,
     name: str,
     timeout: float = 3600,
+    reuse: bool = False,
 ) -> dict[str, Any]:
   """Runs `python -m <module> <flags>` into `runs_dir/name`; returns what the run left.
 
+  Args:
+    reuse: Resuming a benchmark: a run already finished in `runs_dir/name` by the same
+      command at the same commit (clean work tree) is read back instead of run again; an
+      unfinished one (killed with the benchmark) is moved aside and run again from round 0.
+
   Returns:
     {'summary': summary.json, 'rows': metrics.csv rows, 'process_seconds': wall seconds
-    of the whole process (start-up included), 'output_dir': the run directory}.
+    of the whole process (start-up included, None for a reused run), 'output_dir': the
+    run directory, 'reused': whether it was read back}.
   """
   command = [sys.executable, '-m', module, *flags, '--progress=false',
              f'--root_output_dir={runs_dir}', f'--experiment_name={name}']
-  _, seconds = run_command(command, timeout=timeout, what=f'{module} ({name})')
   out = runs_dir / name
+  reused = reuse and _finished_run(out, command)
+  seconds = None
+  if not reused:
+    if reuse and out.exists():
+      aside = out.with_name(f'{name}.unfinished-{datetime.datetime.now():%Y%m%d-%H%M%S}')
+      out.rename(aside)
+      print(f'  {name}: unfinished run moved to {aside.name}; running it again', flush=True)
+    _, seconds = run_command(command, timeout=timeout, what=f'{module} ({name})')
   return {
       'summary': json.loads((out / 'summary.json').read_text()),
       'rows': outputs.read_csv(out / 'metrics.csv'),
       'process_seconds': seconds,
       'output_dir': out,
+      'reused': reused,
   }
+
+
+def _finished_run(out: Path, command: Sequence[str]) -> bool:
+  """Whether `out` holds a finished run of `command` at this commit, with a clean tree.
+
+  Raises:
+    UserError: If `out` holds a finished run of another command or commit (reusing it
+      would mix settings or code in one table).
+  """
+  try:
+    summary = json.loads((out / 'summary.json').read_text())
+  except (OSError, ValueError):
+    return False  # Not there, or cut off mid-write: the run did not finish.
+  here = outputs.git_commit()
+  expected = ' '.join(['python', *command[1:]])
+  if summary.get('command') != expected:
+    raise UserError(f'cannot reuse {out}: it ran another command ({summary.get("command")})')
+  if summary.get('git_dirty') or here['git_dirty'] or summary.get('git_commit') != here['git_commit']:
+    raise UserError(f'cannot reuse {out}: it ran at commit {summary.get("git_commit")} '
+                    f'(dirty: {summary.get("git_dirty")}), this is {here["git_commit"]} '
+                    f'(dirty: {here["git_dirty"]})')
+  print(f'  {out.name}: finished before, reused', flush=True)
+  return True
 
 
 def curve(rows: Sequence[Mapping[str, str]], column: str = 'test_accuracy') -> tuple[list[int], list[float]]:

@@ -18,6 +18,7 @@ within it is reported as "not reached".
   python -m scripts.bench_communication --smoke         # a tiny wiring check (tests)
   python -m scripts.bench_communication --tune --budget_scale=0.5 --rounds_per_eval=5  # the grid
   python -m scripts.bench_communication --only=fedsgd,fedavg_e1_b10
+  python -m scripts.bench_communication --resume_run=runs/benchmarks/communication/<time>  # after a kill
   python -m scripts.bench_communication \
       --learning_rates_from=docs/benchmarks/communication/tuning/fedavg_b50/results.json,docs/benchmarks/communication/tuning/fedopt/results.json
 
@@ -54,6 +55,11 @@ _RATES_FROM = flags.DEFINE_list(
     'the learning rate chosen there instead of the one in ALGORITHMS (a later file wins).')
 _RESULTS_DIR = flags.DEFINE_string(
     'results_dir', str(bench_common.RESULTS_ROOT / 'communication'), 'Where results go.')
+_RESUME_RUN = flags.DEFINE_string(
+    'resume_run', None,
+    'A runs directory of an interrupted benchmark (runs/benchmarks/communication/<time>): '
+    'its finished runs are reused (same command, same clean commit, else refused), the '
+    'rest run again in it.')
 _RUNS_DIR = flags.DEFINE_string(
     'runs_dir', str(bench_common.RUNS_ROOT / 'communication'),
     'Parent of the recipe runs\' own outputs (checkpoints, TensorBoard, metrics).')
@@ -195,7 +201,7 @@ def _run(algorithm: Algorithm, runs_dir: Path, learning_rate: float | None = Non
        f'--target_accuracy={target}', f'--rounds_per_eval={_ROUNDS_PER_EVAL.value}',
        # Checkpoints are not needed here; writing them every 10 rounds costs time.
        f'--rounds_per_checkpoint={budget}'],
-      runs_dir=runs_dir, name=name or algorithm.key)
+      runs_dir=runs_dir, name=name or algorithm.key, reuse=_RESUME_RUN.value is not None)
   row = result_row(algorithm, run, rate, budget, target)
   reached = row['rounds_to_target'] is not None
   print(f'  {algorithm.label:32s} lr {rate:<6g} '
@@ -227,7 +233,10 @@ def result_row(algorithm: Algorithm, run: dict[str, Any], rate: float, budget: i
       'best_validation_accuracy': summary['best_validation_accuracy'],
       'train_seconds': summary['wall_seconds_this_run'],
       'seconds_per_round': summary['mean_round_seconds_this_run'],
-      'process_seconds': round(run['process_seconds'], 1),
+      # None when --resume_run read the finished run back (its own seconds are above).
+      'process_seconds': (round(run['process_seconds'], 1)
+                          if run['process_seconds'] is not None else None),
+      'reused_from_interrupted_run': run['reused'],
       'flags': ' '.join(algorithm.command_flags(rate)),
       'curve_rounds': rounds,
       'curve_validation_accuracy': accuracies,
@@ -281,7 +290,7 @@ def _benchmark(algorithms: list[Algorithm], results_dir: Path, runs_dir: Path) -
       'task_flags': list(SMOKE_TASK_FLAGS if _SMOKE.value else TASK_FLAGS),
       'target_accuracy': target, 'rounds_per_eval': _ROUNDS_PER_EVAL.value,
       'smoke': _SMOKE.value, 'learning_rates_from': _RATES_FROM.value,
-      'learning_rates_chosen': rates,
+      'learning_rates_chosen': rates, 'resume_run': _RESUME_RUN.value,
   }
   paths = bench_common.write_results(
       results_dir, benchmark='communication', settings=settings, rows=rows, table=table,
@@ -331,6 +340,8 @@ def validate_flags() -> None:
   for name in ('results_dir', 'runs_dir'):
     if not flags.FLAGS[name].value.strip():
       raise UserError(f'--{name} must not be empty')
+  if _RESUME_RUN.value is not None and not Path(_RESUME_RUN.value).is_dir():
+    raise UserError(f'--resume_run: {_RESUME_RUN.value} is not a directory')
   for path in _RATES_FROM.value or ():
     if not Path(path).is_file():
       raise UserError(f'--learning_rates_from: {path} is not a file')
@@ -346,7 +357,10 @@ def main(argv: list[str]) -> None:
   if _SMOKE.value and _TUNE.value:
     raise UserError('--smoke and --tune do not combine')
   algorithms = _selected()
-  runs_dir = bench_common.run_directory(Path(_RUNS_DIR.value))
+  if _RESUME_RUN.value:
+    runs_dir = Path(_RESUME_RUN.value)
+  else:
+    runs_dir = bench_common.run_directory(Path(_RUNS_DIR.value))
   results_dir = Path(_RESULTS_DIR.value)
   if _SMOKE.value and not _RESULTS_DIR.present:
     results_dir = runs_dir / 'results'  # A smoke run must not replace the committed results.

@@ -58,6 +58,61 @@ def test_curve_keeps_evaluated_rounds() -> None:
   assert bench_common.curve(rows) == ([2], [0.5])
 
 
+def _fake_run(out: Path, command: list[str], commit: str, dirty: bool = False) -> None:
+  """A finished run as a recipe leaves it: summary.json (with its provenance), metrics.csv."""
+  out.mkdir(parents=True)
+  summary = {'command': ' '.join(['python', *command[1:]]), 'git_commit': commit,
+             'git_dirty': dirty, 'rounds_completed': 3}
+  (out / 'summary.json').write_text(json.dumps(summary))
+  (out / 'metrics.csv').write_text('round,validation_accuracy\n3,0.5\n')
+
+
+def test_run_recipe_resume_reuses_only_a_finished_run_of_the_same_command_and_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+  monkeypatch.setattr(bench_common.outputs, 'git_commit',
+                      lambda: {'git_commit': 'abc', 'git_dirty': False})
+  ran = []
+
+  def fake_run_command(command, **unused_kwargs):
+    ran.append(command)
+    _fake_run(tmp_path / 'runs' / command[-1].split('=')[1], command, 'abc')
+    return '', 1.5
+
+  monkeypatch.setattr(bench_common, 'run_command', fake_run_command)
+  runs = tmp_path / 'runs'
+
+  def command(name: str, flag: str = '--seed=0') -> list[str]:
+    return [sys.executable, '-m', 'recipes.fed_avg', flag, '--progress=false',
+            f'--root_output_dir={runs}', f'--experiment_name={name}']
+
+  _fake_run(runs / 'done', command('done'), 'abc')
+  run = bench_common.run_recipe('recipes.fed_avg', ['--seed=0'], runs_dir=runs, name='done',
+                                reuse=True)
+  assert run['reused'] and run['process_seconds'] is None and ran == []
+  assert run['rows'] == [{'round': '3', 'validation_accuracy': '0.5'}]
+
+  # Killed mid-run: no summary.json. Moved aside (kept), run again.
+  (runs / 'killed').mkdir()
+  (runs / 'killed' / 'metrics.csv').write_text('round\n1\n')
+  run = bench_common.run_recipe('recipes.fed_avg', ['--seed=0'], runs_dir=runs, name='killed',
+                                reuse=True)
+  assert not run['reused'] and run['process_seconds'] == 1.5 and len(ran) == 1
+  assert [p.name.startswith('killed.unfinished-') for p in runs.iterdir()].count(True) == 1
+
+  # Another command, another commit, or a dirty tree: refused, nothing mixed into the table.
+  with pytest.raises(bench_common.UserError, match='another command'):
+    bench_common.run_recipe('recipes.fed_avg', ['--seed=1'], runs_dir=runs, name='done',
+                            reuse=True)
+  _fake_run(runs / 'old', command('old'), 'def')
+  with pytest.raises(bench_common.UserError, match='commit def'):
+    bench_common.run_recipe('recipes.fed_avg', ['--seed=0'], runs_dir=runs, name='old',
+                            reuse=True)
+  _fake_run(runs / 'dirty', command('dirty'), 'abc', dirty=True)
+  with pytest.raises(bench_common.UserError, match='dirty: True'):
+    bench_common.run_recipe('recipes.fed_avg', ['--seed=0'], runs_dir=runs, name='dirty',
+                            reuse=True)
+
+
 def test_flower_side_does_not_import_tff() -> None:
   # bench_flower runs in the Flower environment, where TFF cannot even be installed.
   code = ('import sys; import scripts.bench_flower, scripts.bench_common; '
