@@ -340,7 +340,7 @@ def validate_flags() -> None:
   for name in ('results_dir', 'runs_dir'):
     if not flags.FLAGS[name].value.strip():
       raise UserError(f'--{name} must not be empty')
-  if _RESUME_RUN.value is not None and not Path(_RESUME_RUN.value).is_dir():
+  if _RESUME_RUN.value is not None and not (_RESUME_RUN.value.strip() and Path(_RESUME_RUN.value).is_dir()):
     raise UserError(f'--resume_run: {_RESUME_RUN.value} is not a directory')
   for path in _RATES_FROM.value or ():
     if not Path(path).is_file():

@@ -60,6 +60,7 @@ BAD_STRINGS = {
     'learning_rates_from': '/no/such/results.json',
     'results_dir': '',
     'runs_dir': '',
+    'resume_run': ('/no/such/dir', ''),
     'package_dir': '/no/such/dir',
     'populations': '0',
     'clients_model': 'no_such_model',
