@@ -333,7 +333,7 @@ def test_grid_prints_every_cell_with_the_papers_settings():
   by_cell = {(l.split('--task=')[1].split()[0],
               l.split('--experiment_name=')[1].split()[0].rsplit('-', 1)[1]): l for l in lines}
   assert len(by_cell) == 30
-  # Spot checks against the paper's tables (log10 learning rates, Appendix D).
+  # Spot checks against the authors' tables (log10 learning rates, hyperparameters.md).
   so_word_yogi = by_cell[('stackoverflow_word', 'fedyogi')]
   for flag in ('--clients_per_round=50', '--client_batch_size=16', '--total_rounds=1500',
                '--client_learning_rate=0.316227766', '--server_learning_rate=0.01',
@@ -346,19 +346,47 @@ def test_grid_prints_every_cell_with_the_papers_settings():
   assert '--client_learning_rate=100 ' in by_cell[('stackoverflow_tag', 'fedadagrad')]
 
 
-@pytest.mark.slow
-def test_grid_smoke_runs_a_cell_on_generated_fixtures(cache, tmp_path):
-  # One cell (the runs above cover every task): the script's --smoke wiring, on the
-  # module's fixtures (without --cache_dir it writes its own).
+def test_grid_gives_beta_2_to_the_adam_and_yogi_cells_only():
   result = subprocess.run(
-      ['bash', str(helpers.ROOT / 'scripts' / 'benchmark_grid.sh'), '--smoke', 'stackoverflow_tag',
-       'fedavg', f'--cache_dir={cache}', f'--root_output_dir={tmp_path}'],
-      capture_output=True, text=True, timeout=600, cwd=helpers.ROOT, stdin=subprocess.DEVNULL)
+      ['bash', str(helpers.ROOT / 'scripts' / 'benchmark_grid.sh'), '--print', 'cifar100_image',
+       '--server_beta_2=0.999'], capture_output=True, text=True, timeout=60, cwd=helpers.ROOT)
+  assert result.returncode == 0, result.stderr
+  with_beta = [l for l in result.stdout.splitlines() if '--server_beta_2=0.999' in l]
+  assert sorted(l.split('--experiment_name=')[1].split()[0] for l in with_beta) == [
+      'cifar100_image-fedadam', 'cifar100_image-fedyogi']
+
+
+# The grid's smoke runs each task through the binary its E2E run above did not use, so
+# every task trains end to end through both recipes.fed_avg (FedAvg) and recipes.fed_opt (FedAdam here).
+_OTHER_BINARY = {
+    'fedavg': ('fed_avg', [t for t, (m, *_) in E2E.items() if m == 'recipes.fed_opt']),
+    'fedadam': ('fed_opt', [t for t, (m, *_) in E2E.items() if m == 'recipes.fed_avg']),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('optimizer', list(_OTHER_BINARY))
+def test_grid_smoke_trains_each_task_through_the_other_binary(cache, tmp_path, optimizer):
+  recipe, tasks = _OTHER_BINARY[optimizer]
+  assert len(tasks) == 3
+  # The script's --smoke wiring, on the module's fixtures (without --cache_dir it writes its own).
+  result = subprocess.run(
+      ['bash', str(helpers.ROOT / 'scripts' / 'benchmark_grid.sh'), '--smoke', *tasks, optimizer,
+       f'--cache_dir={cache}', f'--root_output_dir={tmp_path}'],
+      capture_output=True, text=True, timeout=900, cwd=helpers.ROOT, stdin=subprocess.DEVNULL)
   assert result.returncode == 0, result.stderr[-3000:]
-  assert 'benchmark_grid: 1 cells (run)' in result.stderr
-  summary = json.loads((tmp_path / 'stackoverflow_tag-fedavg' / 'summary.json').read_text())
-  assert summary['status'] == 'completed' and summary['rounds_completed'] == 2
-  assert summary['recipe'] == 'fed_avg' and summary['headline_metric'] == 'recall_at_5'
+  assert f'benchmark_grid: {len(tasks)} cells (run)' in result.stderr
+  for task in tasks:
+    out = tmp_path / f'{task}-{optimizer}'
+    summary = json.loads((out / 'summary.json').read_text())
+    assert summary['status'] == 'completed' and summary['rounds_completed'] == 2, summary
+    assert summary['recipe'] == recipe and summary['headline_metric'] == E2E[task][2]
+    hparams = json.loads((out / 'hparams.json').read_text())
+    assert hparams['server_optimizer'] == ('sgd' if optimizer == 'fedavg' else 'adam')
+    rows = helpers.read_rows(out / 'metrics.csv')
+    trained = {c[len('train_'):] for c in rows[0] if c.startswith('train_')}
+    assert trained == {'loss', 'examples', *_METRIC_COLUMNS[task]}, (task, trained)
+    assert all(np.isfinite(float(r[f'validation_{E2E[task][2]}'])) for r in rows)
   assert helpers.leaked_workers() == []
 
 
