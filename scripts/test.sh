@@ -7,8 +7,14 @@ bash "$root/scripts/setup.sh"
 venv=${FEDRECIPES_VENV:-$root/.venv}
 cd "$root"
 status=0
+# Two pytest workers (pytest-xdist) by default: one suite process spends most of its time
+# waiting on one core (TensorFlow tracing, TFF's worker), so a second one uses the other.
+# Each test file stays on one worker (--dist loadgroup, groups in tests/conftest.py): its
+# module fixtures (trained runs, recipe hosts) are built once. FEDRECIPES_TEST_WORKERS=0
+# runs everything in this one process.
 # The slowest tests are listed at the end, to show where the suite spends its time.
-"$venv/bin/python" -m pytest --durations=15 "$@" || status=$?
+workers=${FEDRECIPES_TEST_WORKERS:-2}
+"$venv/bin/python" -m pytest -n "$workers" --dist loadgroup --durations=15 "$@" || status=$?
 sleep 1
 leaked=$(pgrep -f "$venv/.*worker_binary" || true)
 if [ -n "$leaked" ]; then

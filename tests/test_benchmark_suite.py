@@ -236,7 +236,9 @@ _METRIC_COLUMNS = {
 }
 
 
-@pytest.fixture(scope='module', params=list(E2E))
+# One pytest-xdist group per task (tests/conftest.py): the tasks' runs may go to both workers.
+@pytest.fixture(scope='module', params=[
+    pytest.param(name, marks=pytest.mark.xdist_group(f'suite_{name}')) for name in E2E])
 def run(request, cache, tmp_path_factory) -> dict:
   """One binary run of a task (once per module): its result, output dir and settings."""
   name = request.param
@@ -365,7 +367,8 @@ _OTHER_BINARY = {
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('optimizer', list(_OTHER_BINARY))
+@pytest.mark.parametrize('optimizer', [
+    pytest.param(o, marks=pytest.mark.xdist_group(f'suite_grid_{o}')) for o in _OTHER_BINARY])
 def test_grid_smoke_trains_each_task_through_the_other_binary(cache, tmp_path, optimizer):
   recipe, tasks = _OTHER_BINARY[optimizer]
   assert len(tasks) == 3

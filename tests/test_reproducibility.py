@@ -9,9 +9,12 @@ FEDRECIPES_TEST_PAUSE=phase@round pauses there) and resumed with the same comman
 round ends up in metrics.csv exactly once, with the uninterrupted run's values and
 bit-identical final weights, and no TFF worker outlives an interrupted run.
 
-Signals and process exit are the point of the interrupted runs: the graceful chain's runs
-are real `python -m recipes.fed_avg` processes; the killed chain's (SIGKILL: no exit path
-runs at all) are forked from the pre-imported binary server (`helpers.start_binary`).
+Signals and process exit are the point of the interrupted runs. The graceful chain's first
+two (SIGINT during `process.next`, SIGTERM during evaluation) are real `python -m
+recipes.fed_avg` processes, so the interpreter's own exit after a signal is covered; its
+other four, and the killed chain's (SIGKILL: no exit path runs at all), are forked from the
+pre-imported binary server (`helpers.start_binary`: the same signal handlers and exit hooks,
+without seconds of imports per run).
 Uninterrupted runs go through the binary's entry point in its long-lived test host
 (`helpers.run_in_host`); of each same-seed pair, one run is a process of its own
 (`helpers.run_binary`), so the seed is shown to decide the run across processes.
@@ -43,6 +46,8 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)
 # Rounds 1-8; a checkpoint every 2 rounds, validation every round.
 RUN = ('--task=synthetic', '--num_clients=20', '--clients_per_round=4', '--total_rounds=8',
        '--rounds_per_eval=1', '--rounds_per_checkpoint=2', '--progress=false')
+# Graceful interruptions in these phases are real processes (see the module docstring).
+REAL_PROCESS_PHASES = ('next', 'eval')
 # The round in which each phase is interrupted (checkpoint phases need an even round).
 PHASE_ROUNDS = {'next': 1, 'eval': 2, 'csv': 3, 'tensorboard': 3, 'checkpoint': 4, 'saved': 6}
 
@@ -112,7 +117,7 @@ def _interrupt(out: Path, name: str, phase: str, round_num: int, signum: int) ->
   resume = ('--resume',) if run_dir.exists() else ()
   args = [*RUN, f'--root_output_dir={out}', f'--experiment_name={name}', *resume]
   pause = {'FEDRECIPES_TEST_PAUSE': f'{phase}@{round_num}'}
-  if signum == signal.SIGKILL:
+  if signum == signal.SIGKILL or phase not in REAL_PROCESS_PHASES:
     process = helpers.start_binary('recipes.fed_avg', *args, env=pause)
   else:
     env = dict(os.environ, PYTHONPATH=str(helpers.ROOT), TF_CPP_MIN_LOG_LEVEL='3', **pause)

@@ -42,8 +42,11 @@ def _individual_embeddings_received(transcript: Transcript,
                   secure_sum.decode(np.frombuffer(payload, dtype=np.uint64))]
     for index, embedding in enumerate(embeddings):
       flat = embedding.astype(np.float64).ravel()
-      if any(c.shape == flat.shape and np.allclose(c, flat, atol=1e-4) for c in candidates) or (
-          embedding.astype(np.float32).tobytes() in payload):
+      # Masked bytes read as float64 are random and may be NaN or inf: not a match, no warning.
+      with np.errstate(invalid='ignore', over='ignore'):
+        matches = any(c.shape == flat.shape and np.allclose(c, flat, atol=1e-4)
+                      for c in candidates)
+      if matches or embedding.astype(np.float32).tobytes() in payload:
         found.append(f'{message.kind} from {message.sender} is party{index}\'s embedding')
   return found
 
