@@ -9,7 +9,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
   sys.path.insert(0, str(ROOT))
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# TensorFlow's C++ start-up chatter (CUDA factories 'already registered' on this GPU-less
+# machine) would otherwise end the output of each pytest-xdist worker.
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
 # A suite started in the background (`... &`, nohup, some CI runners) inherits SIGINT
 # ignored, and so would every binary it starts (exec keeps an ignored signal ignored):
