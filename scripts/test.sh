@@ -16,17 +16,10 @@ status=0
 workers=${FEDRECIPES_TEST_WORKERS:-2}
 "$venv/bin/python" -m pytest -n "$workers" --dist loadgroup --durations=15 "$@" || status=$?
 sleep 1
-# Orphans only: a worker whose parent is a live Python process belongs to a run in progress,
-# possibly another program using this virtualenv (a benchmark), which must not be killed.
-leaked=
-for pid in $(pgrep -f "$venv/.*worker_binary" || true); do
-  parent=$(ps -o ppid= -p "$pid" 2>/dev/null | tr -d ' ')
-  if [ -n "$parent" ] && [ "$parent" != 1 ] && tr '\0' ' ' < "/proc/$parent/cmdline" 2>/dev/null | grep -q python; then
-    continue
-  fi
-  leaked="$leaked $pid"
-done
-leaked=${leaked# }
+# Orphans only (tests/helpers.leaked_workers, the rule the tests use): a worker whose parent
+# is a live Python process belongs to a run in progress, possibly another program using this
+# virtualenv (a benchmark), which must not be killed.
+leaked=$("$venv/bin/python" -c 'import sys; from tests import helpers; print(*helpers.leaked_workers(sys.argv[1]))' "$(cd "$venv" && pwd)/")
 if [ -n "$leaked" ]; then
   echo "test: TFF worker processes outlived the tests: $(echo $leaked)" >&2
   kill -9 $leaked 2>/dev/null || true

@@ -294,14 +294,24 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: st
   return lines[0]
 
 
-def leaked_workers() -> list[int]:
+def leaked_workers(under: str | None = None) -> list[int]:
   """TFF worker binaries whose Python parent is gone (orphans), excluding zombies.
 
   A worker whose parent is still a live Python process belongs to a run in progress
-  (possibly another one on this machine), not to a leak.
+  (possibly another one on this machine), not to a leak. `under`: only workers whose
+  binary path starts with it (scripts/test.sh passes its virtualenv).
   """
   from core import runtime  # pylint: disable=g-import-not-at-top
-  return [p for p in runtime.worker_pids() if _is_alive(p) and not _has_python_parent(p)]
+  return [p for p in runtime.worker_pids() if _is_alive(p) and not _has_python_parent(p)
+          and (under is None or _argv0(p).startswith(under))]
+
+
+def _argv0(pid: int) -> str:
+  try:
+    with open(f'/proc/{pid}/cmdline', 'rb') as f:
+      return f.read().split(b'\0', 1)[0].decode(errors='replace')
+  except OSError:
+    return ''
 
 
 def _stat_fields(pid: int) -> list[str]:
