@@ -76,6 +76,10 @@ def read_csv(path: str | os.PathLike[str]) -> list[dict[str, str]]:
 _ROOT = Path(__file__).resolve().parents[1]
 
 
+# Where the benchmarks' committed results live (relative to the project root).
+RESULTS_PATHSPEC = 'docs/benchmarks'
+
+
 def git_commit() -> dict[str, Any]:
   """The project's git commit and whether the work tree had uncommitted changes.
 
@@ -93,8 +97,11 @@ def git_commit() -> dict[str, Any]:
   commit = git('rev-parse', 'HEAD')
   if commit is None:
     return {'git_commit': 'unknown', 'git_dirty': None}
-  # Tracked files only: run outputs and caches are not the code that made a result.
-  status = git('status', '--porcelain', '--untracked-files=no')
+  # Tracked files only: run outputs and caches are not the code that made a result; nor
+  # are the committed benchmark results, which a benchmark rewrites as it finishes (its
+  # plot used to make the results it was about to write say "uncommitted changes").
+  status = git('status', '--porcelain', '--untracked-files=no', '--', '.',
+               f':(exclude){RESULTS_PATHSPEC}')
   return {'git_commit': commit, 'git_dirty': bool(status) if status is not None else None}
 
 
