@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: sets up the pinned environment if needed, runs the suite, and fails if
-# any TensorFlow Federated worker process outlived it. Extra arguments go to pytest.
+# any TensorFlow Federated worker process outlived it. Extra arguments go to pytest;
+# `--all` adds the heavy tests (tests/conftest.py; CI runs them).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bash "$root/scripts/setup.sh"

@@ -34,7 +34,7 @@ import pytest  # noqa: E402
 # that the two pytest workers of scripts/test.sh end together instead of one of them
 # finishing a long file alone at the end. Measured with `--durations`; order is a
 # scheduling hint only, and a file missing here just runs after these.
-HEAVY_FIRST = (
+SLOWEST_FIRST = (
     'test_benchmark_suite.py', 'test_reproducibility.py', 'test_recipes.py',
     'test_benchmark_scripts.py', 'test_tff_workers.py', 'test_population.py',
     'test_benchmarks_smoke.py', 'test_fed_avg_binary.py', 'test_vertical_fl.py',
@@ -42,17 +42,31 @@ HEAVY_FIRST = (
 )
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+  parser.addoption(
+      '--all', action='store_true', dest='fedrecipes_all',
+      help='also run the tests marked heavy: the benchmark-size models (ResNet-18, the '
+           'LSTMs) trained end to end, benchmarks over thousands of clients (CI runs them)')
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-  """Groups tests for pytest-xdist (`--dist loadgroup`) and puts the heavy files first.
+  """Skips the heavy tests without --all; groups tests for pytest-xdist; slow files first.
+
+  The heavy tests are skipped, not deselected, so that every run's summary counts them
+  ("N skipped ... heavy") and no one mistakes the quick suite for all of it.
 
   Each test file is one group, so its module fixtures (a trained run, a recipe host) are
   built by one worker only; a test that names its own `xdist_group` (the benchmark-suite
   tasks: one group per task) may run beside the rest of its file. Runs before xdist's own
   hook, which reads the groups.
   """
-  del config
-  rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
+  if not config.getoption('fedrecipes_all'):
+    skip = pytest.mark.skip(reason='heavy: bash scripts/test.sh --all runs it (CI does)')
+    for item in items:
+      if item.get_closest_marker('heavy') is not None:
+        item.add_marker(skip)
+  rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
   for item in items:
     if item.get_closest_marker('xdist_group') is None:
       item.add_marker(pytest.mark.xdist_group(item.path.name))

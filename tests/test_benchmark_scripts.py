@@ -179,6 +179,8 @@ def test_emnist_adaptive_rejects_an_unknown_optimizer() -> None:
   helpers.assert_one_line_error(result, "unknown task or optimizer 'fedsgdm'")
 
 
+# Heavy: it needs Flower's own environment, which only .ci/run installs (with --all).
+@pytest.mark.heavy
 @pytest.mark.skipif(not bench_common.FLOWER_PYTHON.exists(),
                     reason='the Flower environment (.venv-flower) is not installed; '
                            'create it with `bash scripts/setup_flower.sh` (about 35 s)')

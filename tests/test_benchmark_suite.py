@@ -236,15 +236,28 @@ _METRIC_COLUMNS = {
 }
 
 
-# One pytest-xdist group per task (tests/conftest.py): the tasks' runs may go to both workers.
+# Benchmark-size models: ResNet-18 (11M parameters; 2 minutes of building and tracing for 2
+# rounds) and the two LSTMs. Their runs are `heavy` (tests/conftest.py: `--all`, which CI
+# passes); the quick suite trains the three other tasks through both binaries.
+HEAVY = ('cifar100_image', 'shakespeare_character', 'stackoverflow_word')
+
+
+def _marks(group: str, task_names) -> tuple:
+  """One pytest-xdist group per run (they may go to both workers); heavy if a task is."""
+  heavy = (pytest.mark.heavy,) if set(task_names) & set(HEAVY) else ()
+  return (pytest.mark.xdist_group(group), *heavy)
+
+
 @pytest.fixture(scope='module', params=[
-    pytest.param(name, marks=pytest.mark.xdist_group(f'suite_{name}')) for name in E2E])
+    pytest.param(name, marks=_marks(f'suite_{name}', [name])) for name in E2E])
 def run(request, cache, tmp_path_factory) -> dict:
   """One binary run of a task (once per module): its result, output dir and settings."""
   name = request.param
   module, flags, headline, learns = E2E[name]
   root = tmp_path_factory.mktemp(f'run_{name}')
-  result = helpers.run_module(
+  # Forked from the pre-imported binary server: a process of its own without the import's
+  # seconds (the grid smokes below start real `python -m` processes through the script).
+  result = helpers.run_binary(
       module, f'--task={name}', f'--cache_dir={cache}', f'--total_rounds={_ROUNDS}',
       '--clients_per_round=2', '--rounds_per_eval=1', '--progress=false',
       f'--root_output_dir={root}', '--experiment_name=run', *flags, timeout=600)
@@ -311,14 +324,14 @@ def test_binary_refuses_missing_files_in_one_line(tmp_path):
 
 def test_binary_refuses_a_corrupt_file_in_one_line(tmp_path):
   (tmp_path / 'shakespeare.sqlite').write_bytes(b'\x00garbage' * 500)
-  result = helpers.run_module('recipes.fed_avg', '--task=shakespeare_character',
+  result = helpers.run_in_host('recipes.fed_avg', '--task=shakespeare_character',
                               f'--cache_dir={tmp_path}', timeout=300)
   assert result.returncode == 2
   helpers.assert_one_line_error(result, 'not a SQLite', str(tmp_path / 'shakespeare.sqlite'))
 
 
 def test_binary_refuses_a_task_flag_of_another_task(cache):
-  result = helpers.run_module('recipes.fed_avg', '--task=cifar100_image', f'--cache_dir={cache}',
+  result = helpers.run_in_host('recipes.fed_avg', '--task=cifar100_image', f'--cache_dir={cache}',
                               '--sequence_length=5', timeout=300)
   assert result.returncode == 2
   helpers.assert_one_line_error(
@@ -364,14 +377,24 @@ _OTHER_BINARY = {
     'fedavg': ('fed_avg', [t for t, (m, *_) in E2E.items() if m == 'recipes.fed_opt']),
     'fedadam': ('fed_opt', [t for t, (m, *_) in E2E.items() if m == 'recipes.fed_avg']),
 }
+# (optimizer, its tasks): the heavy tasks' cells apart from the others.
+_GRID_SMOKES = [(o, tasks) for o, (_, all_tasks) in _OTHER_BINARY.items()
+                for tasks in ([t for t in all_tasks if t not in HEAVY],
+                              [t for t in all_tasks if t in HEAVY]) if tasks]
+
+
+def test_every_task_is_in_one_grid_smoke_per_binary():
+  for optimizer, (_, tasks) in _OTHER_BINARY.items():
+    assert len(tasks) == 3
+    assert sorted(t for o, ts in _GRID_SMOKES if o == optimizer for t in ts) == sorted(tasks)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('optimizer', [
-    pytest.param(o, marks=pytest.mark.xdist_group(f'suite_grid_{o}')) for o in _OTHER_BINARY])
-def test_grid_smoke_trains_each_task_through_the_other_binary(cache, tmp_path, optimizer):
-  recipe, tasks = _OTHER_BINARY[optimizer]
-  assert len(tasks) == 3
+@pytest.mark.parametrize('optimizer,tasks', [
+    pytest.param(o, tasks, marks=_marks(f'suite_grid_{o}_{"_".join(tasks)}', tasks),
+                 id=f'{o}-{"+".join(tasks)}') for o, tasks in _GRID_SMOKES])
+def test_grid_smoke_trains_each_task_through_the_other_binary(cache, tmp_path, optimizer, tasks):
+  recipe = _OTHER_BINARY[optimizer][0]
   # The script's --smoke wiring, on the module's fixtures (without --cache_dir it writes its own).
   result = subprocess.run(
       ['bash', str(helpers.ROOT / 'scripts' / 'benchmark_grid.sh'), '--smoke', *tasks, optimizer,
@@ -394,6 +417,7 @@ def test_grid_smoke_trains_each_task_through_the_other_binary(cache, tmp_path, o
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_population_benchmark_smoke(tmp_path):
   helpers.run_module('scripts.bench_suite_population', '--smoke',
                      f'--results_dir={tmp_path / "results"}', timeout=900, check=True)

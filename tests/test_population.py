@@ -172,7 +172,9 @@ def test_bench_population_smoke_1k_vs_100k_clients(tmp_path: Path) -> None:
   for name in ('results.json', 'results.csv', 'table.md', 'population.png'):
     assert (tmp_path / name).stat().st_size > 0, name
   record = json.loads((tmp_path / 'results.json').read_text())
-  assert record['settings']['smoke'] is True and len(record['git_commit']) >= 40
+  assert record['settings']['smoke'] is True
+  # 'unknown' outside a git checkout (an exported tree), as in every results file.
+  assert len(record['git_commit']) == 40 or record['git_commit'] == 'unknown'
   rows = {r['population']: r for r in record['results']}
   assert sorted(rows) == [1_000, 100_000]
   for row in rows.values():
