@@ -95,7 +95,8 @@ class _FailFastStub(tff.framework.RemoteExecutorGrpcStub):
   """TFF's gRPC stub, but a worker that does not answer raises `WorkerLostError`.
 
   TFF turns UNAVAILABLE into a `RetryableError`, and its execution context retries those
-  forever. The dispose calls keep TFF's behaviour: TFF ignores their errors itself.
+  forever. Disposing (freeing a worker's values) never fails the run: TFF ignores the
+  errors of `dispose_executor` itself, and `dispose` is made to do the same.
   """
 
   def __init__(self, channel: grpc.Channel, address: str) -> None:
@@ -125,6 +126,16 @@ class _FailFastStub(tff.framework.RemoteExecutorGrpcStub):
 
   def compute(self, request: Any) -> Any:
     return self._call(super().compute, request)
+
+  def dispose(self, request: Any) -> Any:
+    # TFF calls this from the weakref finalizers of its remote values too, where an error
+    # reaches no caller: Python printed it as a traceback ("Exception ignored in ...")
+    # above the run's one-line error when a worker was killed. A worker that is gone has
+    # no values left to free, and the run's next call reports it as `WorkerLostError`.
+    try:
+      return super().dispose(request)
+    except (grpc.RpcError, tff.framework.RetryableError):
+      return None
 
 
 def connect(addresses: Sequence[str], *, timeout_seconds: float = 10.0) -> list[_FailFastStub]:

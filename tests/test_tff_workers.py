@@ -209,6 +209,31 @@ def test_a_round_with_dependent_aggregations_is_refused(monkeypatch: pytest.Monk
   tff_workers.check_splittable(one_sum, what='this')
 
 
+def test_disposing_on_a_gone_worker_is_silent_and_other_calls_name_it() -> None:
+  """TFF frees remote values from weakref finalizers; their errors printed a traceback.
+
+  When a worker was killed, a finalizer's `dispose` call failed with gRPC UNAVAILABLE and
+  Python printed "Exception ignored in ..." with a traceback above the run's one-line error
+  (seen once in the killed-worker test below, which depends on garbage-collection timing).
+  """
+  import grpc  # pylint: disable=g-import-not-at-top
+  from core import tff_workers  # pylint: disable=g-import-not-at-top
+  tff = runtime.import_tff()
+  from tensorflow_federated.proto.v0 import executor_pb2  # pylint: disable=g-import-not-at-top
+  address = f'localhost:{portpicker.pick_unused_port()}'  # Nothing listens there.
+  channel = grpc.insecure_channel(address)
+  try:
+    stub = tff_workers._FailFastStub(channel, address)  # pylint: disable=protected-access
+    assert stub.dispose(executor_pb2.DisposeRequest()) is None
+    # TFF's own stub raises there, as the finalizers saw.
+    with pytest.raises(tff.framework.RetryableError):
+      tff.framework.RemoteExecutorGrpcStub(channel).dispose(executor_pb2.DisposeRequest())
+    with pytest.raises(tff_workers.WorkerLostError, match=address):
+      stub.compute(executor_pb2.ComputeRequest())
+  finally:
+    channel.close()
+
+
 def _rounds_logged(path: Path) -> int:
   try:
     return len(helpers.read_rows(path))
