@@ -78,14 +78,23 @@ class LocalWorker:
     import grpc  # pylint: disable=g-import-not-at-top  # Only where a caller waits.
     deadline = time.monotonic() + timeout_seconds
     with grpc.insecure_channel(self.address) as channel:
-      while time.monotonic() < deadline:
-        if self.process.poll() is not None:
-          raise RuntimeError(f'the worker on port {self.port} exited early')
-        try:
-          grpc.channel_ready_future(channel).result(timeout=1)
-          return
-        except grpc.FutureTimeoutError:
-          continue
+      # One future for the whole wait, cancelled if it does not finish. With a new future
+      # per 1-s wait, the ones that had timed out stayed subscribed until gRPC's delivery
+      # thread passed READY on to them, possibly after the channel below was closed; its
+      # polling thread then died with "Cannot invoke RPC: Channel closed!" (a traceback from
+      # another thread, in the killed-worker test when it restarts a worker; timing-dependent).
+      ready = grpc.channel_ready_future(channel)
+      try:
+        while time.monotonic() < deadline:
+          if self.process.poll() is not None:
+            raise RuntimeError(f'the worker on port {self.port} exited early')
+          try:
+            ready.result(timeout=1)
+            return
+          except grpc.FutureTimeoutError:
+            continue
+      finally:
+        ready.cancel()  # Unsubscribes (a no-op once it is done).
     raise RuntimeError(f'no worker serving on port {self.port} after {timeout_seconds:.0f} s')
 
   def kill(self) -> None:
