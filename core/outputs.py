@@ -76,8 +76,9 @@ def read_csv(path: str | os.PathLike[str]) -> list[dict[str, str]]:
 _ROOT = Path(__file__).resolve().parents[1]
 
 
-# Where the benchmarks' committed results live (relative to the project root).
-RESULTS_PATHSPEC = 'docs/benchmarks'
+# Where the benchmarks' committed results live, relative to the project root (the one
+# definition: scripts/bench_common and scripts/readme_tables build their paths from it).
+RESULTS_DIR = 'docs/benchmarks'
 
 
 def git_commit() -> dict[str, Any]:
@@ -101,7 +102,7 @@ def git_commit() -> dict[str, Any]:
   # are the committed benchmark results, which a benchmark rewrites as it finishes (its
   # plot used to make the results it was about to write say "uncommitted changes").
   status = git('status', '--porcelain', '--untracked-files=no', '--', '.',
-               f':(exclude){RESULTS_PATHSPEC}')
+               f':(exclude){RESULTS_DIR}')
   return {'git_commit': commit, 'git_dirty': bool(status) if status is not None else None}
 
 

@@ -34,7 +34,7 @@ from core.errors import UserError
 ROOT = Path(__file__).resolve().parents[1]
 # Committed results (small: JSON, CSV, PNG) and the runs' own outputs (checkpoints,
 # TensorBoard: large, git-ignored under /runs/).
-RESULTS_ROOT = ROOT / 'docs' / 'benchmarks'
+RESULTS_ROOT = ROOT / outputs.RESULTS_DIR
 RUNS_ROOT = ROOT / 'runs' / 'benchmarks'
 # The separate environment of the Flower peer (scripts/setup_flower.sh).
 FLOWER_PYTHON = ROOT / '.venv-flower' / 'bin' / 'python'

@@ -21,9 +21,11 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from core import outputs
+
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / 'README.md'
-RESULTS = ROOT / 'docs' / 'benchmarks'
+RESULTS = ROOT / outputs.RESULTS_DIR
 _MARKER = re.compile(r'(<!-- generated:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /generated:(?P=name) -->)',
                      re.DOTALL)
 

@@ -19,7 +19,7 @@ def _git(repo: Path, *args: str) -> None:
 def repo(tmp_path, monkeypatch) -> Path:
   (tmp_path / 'recipes').mkdir()
   (tmp_path / 'recipes' / 'x.py').write_text('x = 1\n')
-  results = tmp_path / outputs.RESULTS_PATHSPEC / 'communication'
+  results = tmp_path / outputs.RESULTS_DIR / 'communication'
   results.mkdir(parents=True)
   (results / 'results.json').write_text('{}\n')
   _git(tmp_path, 'init', '-q')
@@ -42,7 +42,7 @@ def test_a_changed_source_file_is_dirty(repo):
 def test_rewritten_benchmark_results_and_untracked_outputs_are_not(repo):
   # A benchmark writes its results (and plot) as it finishes, and runs write untracked
   # outputs: neither is the code that made the result.
-  (repo / outputs.RESULTS_PATHSPEC / 'communication' / 'results.json').write_text('{"a": 1}\n')
+  (repo / outputs.RESULTS_DIR / 'communication' / 'results.json').write_text('{"a": 1}\n')
   (repo / 'runs').mkdir()
   (repo / 'runs' / 'metrics.csv').write_text('round\n')
   assert outputs.git_commit()['git_dirty'] is False

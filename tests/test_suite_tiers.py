@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 
 from tests import helpers
 
 
 def _pytest(*args: str) -> subprocess.CompletedProcess[str]:
-  return subprocess.run(
-      [sys.executable, '-m', 'pytest', '-p', 'no:cacheprovider', '-n', '0', '-q', '-rs', *args],
-      capture_output=True, text=True, timeout=300, cwd=helpers.ROOT, stdin=subprocess.DEVNULL)
+  return helpers.run_module('pytest', '-p', 'no:cacheprovider', '-n', '0', '-q', '-rs', *args)
 
 
 def test_heavy_tests_are_skipped_with_their_reason_unless_all():
