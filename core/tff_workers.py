@@ -84,10 +84,13 @@ def _lost_worker_error(address: str, channel: grpc.Channel, error: Exception) ->
   code = inner.code() if isinstance(inner, grpc.Call) else None
   if code == grpc.StatusCode.UNAVAILABLE:
     return WorkerLostError(address, f'gRPC {code.name}')
+  ready = grpc.channel_ready_future(channel)
   try:
-    grpc.channel_ready_future(channel).result(timeout=_RECONNECT_GRACE_SECONDS)
+    ready.result(timeout=_RECONNECT_GRACE_SECONDS)
   except grpc.FutureTimeoutError:
     return WorkerLostError(address, f'gRPC {code.name if code else type(error).__name__}')
+  finally:
+    ready.cancel()  # Unsubscribes (a no-op once it is done).
   return error
 
 
@@ -162,9 +165,13 @@ def connect(addresses: Sequence[str], *, timeout_seconds: float = 10.0) -> list[
     except grpc.FutureTimeoutError:
       missing.append(address)
   if missing:
-    for future, channel in zip(futures, channels):
+    # Cancelled, not closed: gRPC polls a subscribed channel's state from a thread, and
+    # closing the channel while that thread still runs (up to 0.2 s after the last
+    # unsubscription) kills it with "Cannot invoke RPC: Channel closed!", a traceback above
+    # the one-line error. Unreferenced, a channel unsubscribes everything and goes quietly.
+    for future in futures:
       future.cancel()
-      channel.close()
+    del channels
     if len(addresses) == 1:
       where, how = f'at {missing[0]}', 'start one there'
     else:

@@ -37,7 +37,8 @@ FLAGS = flags.FLAGS
 # Flags that only steer a run (not what is learned): they may change on --resume.
 _RUN_CONTROL_FLAGS = frozenset({
     'total_rounds', 'rounds_per_eval', 'rounds_per_checkpoint', 'target_accuracy', 'resume',
-    'progress', 'experiment_name', 'root_output_dir', 'tff_worker', 'rounds_per_test',
+    'progress', 'experiment_name', 'root_output_dir', 'tff_worker', 'tff_worker_wait_seconds',
+    'rounds_per_test',
 })
 _LOOPS = {
     'dataset_iterator': tff.learning.LoopImplementation.DATASET_ITERATOR,
@@ -141,6 +142,10 @@ def define_flags(
                       'scripts.start_worker --port=N) that runs the computations, or several '
                       'comma-separated host:port: each round\'s clients are then split across '
                       'them; default: a worker on this machine, started and stopped by the recipe.')
+  flags.DEFINE_float('tff_worker_wait_seconds', 10.0,
+                     'With --tff_worker: how long to wait for every worker to answer before '
+                     'giving up (raise it for workers that are still starting, e.g. on a '
+                     'cluster).', lower_bound=1.0)
   # Outputs.
   flags.DEFINE_string('experiment_name', None, 'Name of the run directory; default: <recipe>-<task>-<time>.')
   flags.DEFINE_string('root_output_dir', 'runs', 'Parent directory of experiment directories.')
@@ -255,6 +260,8 @@ def validate_flags() -> None:
 def _validate_common_flags() -> None:
   if FLAGS.resume and not FLAGS.experiment_name:
     raise UserError('--resume needs the --experiment_name of the run to continue')
+  if FLAGS['tff_worker_wait_seconds'].present and not FLAGS.tff_worker:
+    raise UserError('--tff_worker_wait_seconds applies only with --tff_worker')
 
 
 def _create_task() -> tasks.Task:
@@ -343,7 +350,8 @@ def run(
   _validate_common_flags()
   if FLAGS.tff_worker:
     # Before any computation runs, so that TFF never starts a local worker.
-    runtime.use_remote_worker(FLAGS.tff_worker)
+    runtime.use_remote_worker(FLAGS.tff_worker,
+                              connect_timeout_seconds=FLAGS.tff_worker_wait_seconds)
   task = _create_task()
   num_clients = len(task.train_data.client_ids)
 

@@ -32,6 +32,8 @@ from core import outputs
 from core.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
+# Set only in a benchmark that the tests forked from their binary server (see run_command).
+_TEST_FORK_SERVER = 'FEDRECIPES_TEST_FORK_SERVER'
 # Committed results (small: JSON, CSV, PNG) and the runs' own outputs (checkpoints,
 # TensorBoard: large, git-ignored under /runs/).
 RESULTS_ROOT = ROOT / outputs.RESULTS_DIR
@@ -111,16 +113,24 @@ def run_command(command: Sequence[str], *, timeout: float, what: str) -> tuple[s
   """Runs a command with piped output; returns (stdout, wall seconds).
 
   Pipes are deliberate: a child that leaked a TFF worker holding them open would hang
-  (and hit the timeout) here instead of passing unnoticed.
+  (and hit the timeout) here instead of passing unnoticed. (Under the tests, a benchmark
+  forked by their binary server has its `python -m` runs forked by it too, into files;
+  the tests look for leaked workers themselves.)
 
   Raises:
     UserError: If the command fails or times out; the message ends with its last stderr line.
   """
   started = time.perf_counter()
   try:
-    result = subprocess.run(
-        list(command), capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-        env=subprocess_env(), stdin=subprocess.DEVNULL)
+    if os.environ.get(_TEST_FORK_SERVER) and list(command[:2]) == [sys.executable, '-m']:
+      # Under the tests: the benchmark itself was forked by their binary server, which
+      # forks its runs too (tests/binary_server.py), without seconds of imports per run.
+      from tests import binary_server  # pylint: disable=g-import-not-at-top
+      result = binary_server.run_forked(command, cwd=ROOT, env=subprocess_env(), timeout=timeout)
+    else:
+      result = subprocess.run(
+          list(command), capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+          env=subprocess_env(), stdin=subprocess.DEVNULL)
   except subprocess.TimeoutExpired as e:
     raise UserError(f'{what} did not finish within {timeout:.0f} s') from e
   seconds = time.perf_counter() - started

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -70,31 +71,26 @@ class LocalWorker:
     self.pid = self.process.pid
 
   def wait_until_serving(self, timeout_seconds: float = 60) -> None:
-    """Returns once the worker accepts gRPC connections.
+    """Returns once the worker accepts connections on its port.
+
+    A TCP connection, not gRPC's `channel_ready_future`: the C++ server listens only once
+    it serves, and gRPC's connectivity-polling thread, which a ready future starts, could
+    outlive the wait and die with "Cannot invoke RPC: Channel closed!" (a traceback from
+    another thread, seen in the killed-worker test when it restarts a worker) when the
+    channel was closed while it was still polling.
 
     Raises:
       RuntimeError: If the worker exits first or does not serve within the timeout.
     """
-    import grpc  # pylint: disable=g-import-not-at-top  # Only where a caller waits.
     deadline = time.monotonic() + timeout_seconds
-    with grpc.insecure_channel(self.address) as channel:
-      # One future for the whole wait, cancelled if it does not finish. With a new future
-      # per 1-s wait, the ones that had timed out stayed subscribed until gRPC's delivery
-      # thread passed READY on to them, possibly after the channel below was closed; its
-      # polling thread then died with "Cannot invoke RPC: Channel closed!" (a traceback from
-      # another thread, in the killed-worker test when it restarts a worker; timing-dependent).
-      ready = grpc.channel_ready_future(channel)
+    while time.monotonic() < deadline:
+      if self.process.poll() is not None:
+        raise RuntimeError(f'the worker on port {self.port} exited early')
       try:
-        while time.monotonic() < deadline:
-          if self.process.poll() is not None:
-            raise RuntimeError(f'the worker on port {self.port} exited early')
-          try:
-            ready.result(timeout=1)
-            return
-          except grpc.FutureTimeoutError:
-            continue
-      finally:
-        ready.cancel()  # Unsubscribes (a no-op once it is done).
+        with socket.create_connection(('localhost', self.port), timeout=1):
+          return
+      except OSError:
+        time.sleep(0.05)
     raise RuntimeError(f'no worker serving on port {self.port} after {timeout_seconds:.0f} s')
 
   def kill(self) -> None:

@@ -30,6 +30,12 @@ Protocol (one JSON object per line): requests on stdin
   {"id": N, "module": M, "args": [...], "cwd": D, "env": {...}, "stdout": F, "stderr": F}
 replies on stdout: {"id": N, "pid": P} once forked, {"id": N, "returncode": R} at exit.
 Closing stdin stops the server after its running children have exited.
+
+The server also listens on a Unix socket, whose path every child finds in
+`FEDRECIPES_TEST_FORK_SERVER`: a child that starts binaries of its own (a benchmark
+script's recipe runs, `scripts.bench_common.run_command`) asks the server to fork them
+too (`run_forked`), instead of paying the imports again. One request per connection,
+without "id"; the replies are the same.
 """
 
 from __future__ import annotations
@@ -41,12 +47,19 @@ import os
 import runpy
 import select
 import signal
+import socket
+import subprocess
 import sys
+import tempfile
 import threading
+import time
 import traceback
-from typing import Any
+from pathlib import Path
+from typing import Any, Sequence
 
 _PR_SET_PDEATHSIG = 1
+# The server's socket, for a child's own runs (see the module docstring and `run_forked`).
+FORK_SERVER_ENV = 'FEDRECIPES_TEST_FORK_SERVER'
 
 # Imported once here, before any fork. Each must define no absl flag at import (the
 # children define the binaries' flags), and none may start a thread.
@@ -128,8 +141,12 @@ def _exit_code(value: Any) -> int:
   return 1
 
 
-def _run_child(request: dict[str, Any]) -> None:
+def _run_child(request: dict[str, Any], server_sockets: Sequence[socket.socket],
+               address: str) -> None:
   """In the forked child: become `python -m module args`; never returns.
+
+  `server_sockets` (the server's listener and connections) are closed; `address` is the
+  server's socket, for the child's own runs (`FORK_SERVER_ENV`).
 
   Ends as the interpreter ends `python -m module` (exit code, traceback, non-daemon
   threads joined, `atexit` hooks, stdio flushed), but then leaves with `os._exit`
@@ -140,6 +157,8 @@ def _run_child(request: dict[str, Any]) -> None:
   interrupted = False
   try:
     _die_with_parent()
+    for server_socket in server_sockets:
+      server_socket.close()
     os.setpgid(0, 0)  # Its own process group, as a separately started command.
     devnull = os.open(os.devnull, os.O_RDONLY)
     out = os.open(request['stdout'], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -150,6 +169,7 @@ def _run_child(request: dict[str, Any]) -> None:
     os.chdir(request['cwd'])
     os.environ.clear()
     os.environ.update(request['env'])
+    os.environ[FORK_SERVER_ENV] = address
     signal.signal(signal.SIGINT, signal.default_int_handler)
     _fresh_tff_context()
     module, args = request['module'], list(request['args'])
@@ -187,40 +207,78 @@ def _reply(message: dict[str, Any]) -> None:
   sys.stdout.flush()
 
 
+class _Connection:
+  """A socket client of the server: one request, then the pid and exit code replies."""
+
+  def __init__(self, sock: socket.socket) -> None:
+    self.sock = sock
+    self.buffer = b''
+
+  def send(self, message: dict[str, Any]) -> None:
+    try:
+      self.sock.sendall((json.dumps(message) + '\n').encode())
+    except OSError:  # The client gave up (timed out and killed the run): nothing to tell.
+      pass
+
+
 def serve() -> None:
-  """Reads requests from stdin, forks a child per request, reports pids and exit codes.
+  """Reads requests from stdin and its socket, forks a child per request, reports pids and exit codes.
 
   Runs until stdin is closed (the test session ended, or died) and its children exited.
   """
   preimport()
   openblas_workers = _openblas_workers()
+  address = os.path.join(tempfile.mkdtemp(prefix='fedrecipes-fork-'), 'server.sock')
+  listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+  listener.bind(address)
+  listener.listen(16)
   _reply({'ready': True, 'unexpected_threads': _unexpected_threads(openblas_workers)})
-  children: dict[int, int] = {}  # pid -> request id
+  # pid -> request id (stdin) or connection (socket).
+  children: dict[int, int | _Connection] = {}
+  reading: list[_Connection] = []
   buffer = b''
   open_input = True
+
+  def fork(request: dict[str, Any], client: int | _Connection) -> None:
+    answer = _reply if isinstance(client, int) else client.send
+    ids = {'id': client} if isinstance(client, int) else {}
+    unexpected = _unexpected_threads(openblas_workers)
+    if unexpected:
+      answer({**ids, 'error': f'the server runs {unexpected} native threads besides '
+              'OpenBLAS\'s: not forking'})
+      return
+    server_sockets = [listener, *(c.sock for c in reading),
+                      *(c.sock for c in [client, *children.values()] if isinstance(c, _Connection))]
+    pid = os.fork()
+    if pid == 0:
+      _run_child(request, server_sockets, address)
+    children[pid] = client
+    answer({**ids, 'pid': pid})
+
   while open_input or children:
-    if open_input:
-      readable, _, _ = select.select([0], [], [], 0.02)
-      if readable:
-        chunk = os.read(0, 65536)
-        if not chunk:
-          open_input = False
-        buffer += chunk
-        while b'\n' in buffer:
-          line, buffer = buffer.split(b'\n', 1)
-          request = json.loads(line)
-          unexpected = _unexpected_threads(openblas_workers)
-          if unexpected:
-            _reply({'id': request['id'], 'error': f'the server runs {unexpected} native '
-                    'threads besides OpenBLAS\'s: not forking'})
-            continue
-          pid = os.fork()
-          if pid == 0:
-            _run_child(request)
-          children[pid] = request['id']
-          _reply({'id': request['id'], 'pid': pid})
-    else:
-      select.select([], [], [], 0.02)
+    watched = [listener, *(c.sock for c in reading)] + ([0] if open_input else [])
+    readable, _, _ = select.select(watched, [], [], 0.02)
+    if 0 in readable:
+      chunk = os.read(0, 65536)
+      if not chunk:
+        open_input = False
+      buffer += chunk
+      while b'\n' in buffer:
+        line, buffer = buffer.split(b'\n', 1)
+        request = json.loads(line)
+        fork(request, request['id'])
+    if listener in readable:
+      connection, _ = listener.accept()
+      reading.append(_Connection(connection))
+    for client in [c for c in reading if c.sock in readable]:
+      chunk = client.sock.recv(65536)
+      client.buffer += chunk
+      if b'\n' in client.buffer or not chunk:
+        reading.remove(client)
+        if b'\n' in client.buffer:
+          fork(json.loads(client.buffer.split(b'\n', 1)[0]), client)
+        else:
+          client.sock.close()
     while children:
       try:
         pid, status = os.waitpid(-1, os.WNOHANG)
@@ -228,9 +286,62 @@ def serve() -> None:
         break
       if pid == 0:
         break
-      request_id = children.pop(pid, None)
-      if request_id is not None:
-        _reply({'id': request_id, 'returncode': os.waitstatus_to_exitcode(status)})
+      client = children.pop(pid, None)
+      code = os.waitstatus_to_exitcode(status)
+      if isinstance(client, int):
+        _reply({'id': client, 'returncode': code})
+      elif client is not None:
+        client.send({'returncode': code})
+        client.sock.close()
+  listener.close()
+  os.unlink(address)
+  os.rmdir(os.path.dirname(address))
+
+
+def run_forked(command: Sequence[str], *, cwd: str | os.PathLike[str], env: dict[str, str],
+               timeout: float) -> subprocess.CompletedProcess[str]:
+  """Runs `[python, '-m', module, *args]` forked by the binary server that forked this process.
+
+  For a child of the server (`FORK_SERVER_ENV` set) that starts binaries of its own:
+  `subprocess.run(command, capture_output=True, text=True, ...)` without the imports.
+
+  Raises:
+    subprocess.TimeoutExpired: After `timeout` seconds (the run is killed).
+  """
+  if list(command[:2]) != [sys.executable, '-m']:
+    raise ValueError(f'not a `python -m` command: {command}')
+  folder = Path(tempfile.mkdtemp(prefix='fedrecipes-forked-'))
+  stdout, stderr = folder / 'stdout', folder / 'stderr'
+  request = {'module': command[2], 'args': list(command[3:]), 'cwd': str(cwd), 'env': env,
+             'stdout': str(stdout), 'stderr': str(stderr)}
+  deadline = time.monotonic() + timeout
+  pid = None
+  try:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+      sock.connect(os.environ[FORK_SERVER_ENV])
+      sock.sendall((json.dumps(request) + '\n').encode())
+      replies = sock.makefile('r')
+      while True:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+          line = replies.readline()
+        except (socket.timeout, TimeoutError):
+          if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+          raise subprocess.TimeoutExpired(list(command), timeout) from None
+        reply = json.loads(line or '{"error": "the binary server closed the connection"}')
+        if 'error' in reply:
+          raise RuntimeError(f'binary server: {reply["error"]}')
+        if 'pid' in reply:
+          pid = int(reply['pid'])
+        if 'returncode' in reply:
+          return subprocess.CompletedProcess(
+              list(command), int(reply['returncode']), stdout.read_text(errors='replace'),
+              stderr.read_text(errors='replace'))
+  finally:
+    for path in (stdout, stderr):
+      path.unlink(missing_ok=True)
+    folder.rmdir()
 
 
 if __name__ == '__main__':

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -35,44 +36,20 @@ def run_module(module: str, *args: str, timeout: float = 300, check: bool = Fals
   return result
 
 
-class _HelperProcess:
-  """A long-lived helper process of the tests (`python -m <command>`), speaking JSON lines.
+class _BinaryServer:
+  """The client side of tests/binary_server.py: one server per test session, started lazily.
 
   Its stderr goes to a log in its own temporary directory, where the runs' outputs go too;
   `close` ends it and removes the directory.
   """
 
-  def __init__(self, command: Sequence[str], prefix: str, *, text: bool) -> None:
-    self._dir = Path(tempfile.mkdtemp(prefix=prefix))
+  def __init__(self) -> None:
+    self._dir = Path(tempfile.mkdtemp(prefix='fedrecipes-binaries-'))
     self._log = open(self._dir / 'process.log', 'wb')  # pylint: disable=consider-using-with
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=str(ROOT))
     self._process = subprocess.Popen(
-        [sys.executable, '-m', *command], stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, stderr=self._log, cwd=ROOT, env=env, text=text)
-
-  def _ready(self) -> bool:
-    return bool(json.loads(self._process.stdout.readline() or '{}').get('ready'))
-
-  def _log_tail(self) -> str:
-    self._log.flush()
-    return (self._dir / 'process.log').read_text(errors='replace')[-3000:]
-
-  def close(self) -> None:
-    try:
-      self._process.stdin.close()
-      self._process.wait(timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-      self._process.kill()
-      self._process.wait()
-    self._log.close()
-    shutil.rmtree(self._dir, ignore_errors=True)
-
-
-class _BinaryServer(_HelperProcess):
-  """The client side of tests/binary_server.py: one server per test session, started lazily."""
-
-  def __init__(self) -> None:
-    super().__init__(['tests.binary_server'], 'fedrecipes-binaries-', text=False)
+        [sys.executable, '-m', 'tests.binary_server'], stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=self._log, cwd=ROOT, env=env)
     self._lock = threading.Lock()
     self._next_id = 0
     self._replies: dict[int, dict[str, object]] = {}
@@ -122,6 +99,23 @@ class _BinaryServer(_HelperProcess):
         if remaining is not None and remaining <= 0:
           raise TimeoutError(f'no {key} for request {request_id}')
         self._changed.wait(remaining)
+
+  def _ready(self) -> bool:
+    return bool(json.loads(self._process.stdout.readline() or '{}').get('ready'))
+
+  def _log_tail(self) -> str:
+    self._log.flush()
+    return (self._dir / 'process.log').read_text(errors='replace')[-3000:]
+
+  def close(self) -> None:
+    try:
+      self._process.stdin.close()
+      self._process.wait(timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+      self._process.kill()
+      self._process.wait()
+    self._log.close()
+    shutil.rmtree(self._dir, ignore_errors=True)
 
 
 class ForkedRun:
@@ -202,40 +196,86 @@ def run_binary(module: str, *args: str, timeout: float = 300, check: bool = Fals
   return result
 
 
-class _RecipeHost(_HelperProcess):
-  """The client side of tests/recipe_host.py: one long-lived process per binary."""
+class _RecipeHost:
+  """The client side of tests/recipe_host.py: one long-lived process per binary.
+
+  The host is forked from the binary server (no seconds of imports) and talks to this
+  process through a Unix socket that it connects to when it starts.
+  """
 
   def __init__(self, module: str) -> None:
     self.module = module
-    super().__init__(['tests.recipe_host', module], 'fedrecipes-host-', text=True)
-    self._count = 0
     self.lock = threading.Lock()
-    if not self._ready():
-      raise RuntimeError(f'the recipe host for {module} did not start: {self._log_tail()}')
+    self._count = 0
+    self._dir = Path(tempfile.mkdtemp(prefix='fedrecipes-host-'))
+    address = str(self._dir / 'host.sock')
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+      listener.bind(address)
+      listener.listen(1)
+      listener.settimeout(0.5)
+      self._process = start_binary('tests.recipe_host', module, address)
+      deadline = time.monotonic() + 180
+      while True:
+        try:
+          self._socket, _ = listener.accept()
+          break
+        except TimeoutError:
+          if self._process.poll() is not None or time.monotonic() > deadline:
+            self.close()
+            raise RuntimeError(f'the recipe host for {module} did not start: {self._log}')
+    self._socket.settimeout(None)
+    self._requests = self._socket.makefile('w')
+    self._replies = self._socket.makefile('r')
+    if not json.loads(self._replies.readline() or '{}').get('ready'):
+      self.close()
+      raise RuntimeError(f'the recipe host for {module} did not start: {self._log}')
 
   def alive(self) -> bool:
     return self._process.poll() is None
+
+  def close(self) -> None:
+    """Ends the host (it exits when its socket closes; killed if it does not)."""
+    if self._closed:
+      return
+    self._closed = True
+    if getattr(self, '_socket', None) is not None:
+      # The makefile() objects keep the socket open: shut the connection down itself.
+      try:
+        self._socket.shutdown(socket.SHUT_RDWR)
+      except OSError:
+        pass
+      self._socket.close()
+    try:
+      self._log = self._process.wait(60).stderr[-3000:]
+    except subprocess.TimeoutExpired:
+      self._log = '(killed: it did not exit)'
+    shutil.rmtree(self._dir, ignore_errors=True)
+
+  _closed = False
+  _log = '(no output)'
 
   def run(self, args: Sequence[str], *, cwd: Path, env: dict[str, str],
           timeout: float) -> subprocess.CompletedProcess[str]:
     """Runs the binary once in the host (callers hold `lock`); kills the host on timeout."""
     self._count += 1
     stdout, stderr = self._dir / f'{self._count}.out', self._dir / f'{self._count}.err'
-    self._process.stdin.write(json.dumps({
+    self._requests.write(json.dumps({
         'args': list(args), 'cwd': str(cwd), 'env': env,
         'stdout': str(stdout), 'stderr': str(stderr)}) + '\n')
-    self._process.stdin.flush()
+    self._requests.flush()
     reply: list[str] = []
-    reader = threading.Thread(target=lambda: reply.append(self._process.stdout.readline()),
+    reader = threading.Thread(target=lambda: reply.append(self._replies.readline()),
                               daemon=True)
     reader.start()
     reader.join(timeout)
     command = [sys.executable, '-m', self.module, *args]
     if reader.is_alive():
+      self._process.send_signal(signal.SIGKILL)
       self.close()
       raise subprocess.TimeoutExpired(command, timeout)
     if not reply or not reply[0]:
-      raise RuntimeError(f'the recipe host for {self.module} died: {self._log_tail()}')
+      self.close()
+      raise RuntimeError(f'the recipe host for {self.module} died: {self._log}')
     result = subprocess.CompletedProcess(
         command, int(json.loads(reply[0])['returncode']), stdout.read_text(errors='replace'),
         stderr.read_text(errors='replace'))
@@ -247,8 +287,11 @@ class _RecipeHost(_HelperProcess):
 _hosts: dict[str, _RecipeHost] = {}
 
 
+_hosts_lock = threading.Lock()
+
+
 def _recipe_host(module: str) -> _RecipeHost:
-  with _server_lock:
+  with _hosts_lock:
     host = _hosts.get(module)
     if host is None or not host.alive():
       host = _hosts[module] = _RecipeHost(module)

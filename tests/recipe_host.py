@@ -1,9 +1,8 @@
 """Test driver: runs one recipe binary many times in one process, through its real entry point.
 
-Run as `python -m tests.recipe_host MODULE` (the tests start one per binary,
-`tests.helpers.run_in_host`, and talk to it through pipes). It imports the binary once (its flags, its TFF import),
-then serves runs: for each request it points stdout/stderr at the run's files, parses
-the run's command line afresh and calls the binary's own `cli.run(main, validate=...)`,
+The tests start one per binary (`tests.helpers.run_in_host`; how it is started and talked
+to: below). It imports the binary once (its flags, its TFF import), then serves runs: for
+each request it points stdout/stderr at the run's files, parses the run's command line afresh and calls the binary's own `cli.run(main, validate=...)`,
 so the one-line errors, exit codes and everything `main` writes are what
 `python -m MODULE ARGS` gives. What a fresh process per run paid again every time, and a
 host pays once: the interpreter and TFF start-up, the local TFF worker's start, and above
@@ -21,9 +20,12 @@ library resets a TFF program's process state):
 Where the process itself is the point (signals, kills, the interpreter's exit, pipes, a
 leaked worker), tests keep real or forked processes (`run_module`, `run_binary`).
 
-Protocol (one JSON object per line): requests on stdin
+Run as `python -m tests.recipe_host MODULE SOCKET`: the tests fork it from their binary
+server (`tests.helpers.run_in_host`), and it connects to the Unix socket SOCKET on which
+the test listens. Protocol (one JSON object per line): requests from the test
   {"args": [...], "cwd": D, "env": {...}, "stdout": F, "stderr": F}
-replies on stdout (the host's own stdout, kept apart from the runs'): {"returncode": R}.
+replies to it: {"ready": true} once imported, then {"returncode": R} per run. The host
+exits when the test closes the socket.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import socket
 import sys
 import traceback
 from typing import Any
@@ -113,16 +116,19 @@ class _Host:
 
 
 def main(argv: list[str]) -> None:
-  host = _Host(argv[1])
-  # The replies go to a copy of the original stdout (not inherited by TFF's worker); fd 1
+  module, address = argv[1:]
+  # The socket is not inherited by TFF's worker (Python's sockets are close-on-exec); fd 1
   # and 2 are each run's files while it runs.
-  replies = os.fdopen(os.dup(1), 'w')
-  replies.write(json.dumps({'ready': True}) + '\n')
-  replies.flush()
-  for line in sys.stdin:
-    code = host.run(json.loads(line))
-    replies.write(json.dumps({'returncode': code}) + '\n')
+  with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+    connection.connect(address)
+    requests, replies = connection.makefile('r'), connection.makefile('w')
+    host = _Host(module)
+    replies.write(json.dumps({'ready': True}) + '\n')
     replies.flush()
+    for line in requests:
+      code = host.run(json.loads(line))
+      replies.write(json.dumps({'returncode': code}) + '\n')
+      replies.flush()
 
 
 if __name__ == '__main__':

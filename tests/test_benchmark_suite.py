@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -389,19 +391,54 @@ def test_every_task_is_in_one_grid_smoke_per_binary():
     assert sorted(t for o, ts in _GRID_SMOKES if o == optimizer for t in ts) == sorted(tasks)
 
 
+def _grid(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+  return subprocess.run(['bash', str(helpers.ROOT / 'scripts' / 'benchmark_grid.sh'), *args],
+                        capture_output=True, text=True, timeout=120, cwd=helpers.ROOT,
+                        stdin=subprocess.DEVNULL, env=env)
+
+
+def test_grid_runs_the_cells_it_prints(cache, tmp_path):
+  """The run mode executes exactly the --print commands, in order (a recording stand-in for
+  the interpreter: the cells' training is the test below)."""
+  venv = tmp_path / 'venv'
+  (venv / 'bin').mkdir(parents=True)
+  calls = tmp_path / 'calls.txt'
+  stand_in = venv / 'bin' / 'python'
+  stand_in.write_text(f'#!/usr/bin/env bash\necho "$0 $*" >> {calls}\n')
+  stand_in.chmod(0o755)
+  env = {**os.environ, 'FEDRECIPES_VENV': str(venv)}
+  args = ['--smoke', 'emnist_character', 'stackoverflow_tag', 'fedavg', 'fedadam',
+          f'--cache_dir={cache}', f'--root_output_dir={tmp_path / "runs"}']
+  printed = _grid('--print', *args, env=env)
+  ran = _grid(*args, env=env)
+  assert printed.returncode == 0 and ran.returncode == 0, printed.stderr + ran.stderr
+  assert 'benchmark_grid: 4 cells (run)' in ran.stderr
+  # Each invocation names its default output folder by the second it started.
+  def cells(text: str) -> list[str]:
+    return [re.sub(r'benchmark_grid-smoke/[0-9-]+', 'benchmark_grid-smoke/TIME', line)
+            for line in text.splitlines()]
+  assert len(cells(printed.stdout)) == 4
+  assert cells(calls.read_text()) == cells(printed.stdout)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize('optimizer,tasks', [
     pytest.param(o, tasks, marks=_marks(f'suite_grid_{o}_{"_".join(tasks)}', tasks),
                  id=f'{o}-{"+".join(tasks)}') for o, tasks in _GRID_SMOKES])
 def test_grid_smoke_trains_each_task_through_the_other_binary(cache, tmp_path, optimizer, tasks):
   recipe = _OTHER_BINARY[optimizer][0]
-  # The script's --smoke wiring, on the module's fixtures (without --cache_dir it writes its own).
-  result = subprocess.run(
-      ['bash', str(helpers.ROOT / 'scripts' / 'benchmark_grid.sh'), '--smoke', *tasks, optimizer,
-       f'--cache_dir={cache}', f'--root_output_dir={tmp_path}'],
-      capture_output=True, text=True, timeout=900, cwd=helpers.ROOT, stdin=subprocess.DEVNULL)
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert f'benchmark_grid: {len(tasks)} cells (run)' in result.stderr
+  # The script's --smoke cells (on the module's fixtures), each run as its own process
+  # forked from the tests' binary server; that the script runs what it prints is checked
+  # above.
+  printed = _grid('--print', '--smoke', *tasks, optimizer, f'--cache_dir={cache}',
+                  f'--root_output_dir={tmp_path}')
+  assert printed.returncode == 0, printed.stderr
+  commands = printed.stdout.splitlines()
+  assert len(commands) == len(tasks)
+  for command in commands:
+    _, dash_m, module, *args = command.split()
+    assert dash_m == '-m' and module == f'recipes.{recipe}', command
+    helpers.run_binary(module, *args, timeout=900, check=True)
   for task in tasks:
     out = tmp_path / f'{task}-{optimizer}'
     summary = json.loads((out / 'summary.json').read_text())

@@ -14,12 +14,14 @@ from tests import helpers
 from tests.recipe_matrix import AGGREGATOR_ARGS
 
 RECIPES = ('fed_avg', 'fed_sgd', 'fed_opt', 'fed_prox', 'dp_fed_avg')
-# fed_avg (weighted and uniform builders) and fed_sgd (its own builder) run every
-# aggregator; fed_opt and fed_prox take the same factory kinds as fed_avg, so one
-# aggregator per family (plain, Byzantine-robust, private) checks their wiring.
+# fed_avg (weighted and uniform builders) runs every aggregator; the other recipes pass
+# the same `--aggregator` factory to their builder's `model_aggregator` (fed_sgd's own
+# builder too), so one aggregator per family (plain, Byzantine-robust, private) checks
+# their wiring. Each aggregator's learning-process behaviour, FedSGD's included, is
+# tests/test_aggregator_registry.py's.
 SUPPORTED = {
     'fed_avg': tuple(AGGREGATOR_ARGS),
-    'fed_sgd': tuple(AGGREGATOR_ARGS),
+    'fed_sgd': ('mean', 'median', 'dp_fixed'),
     'fed_opt': ('mean', 'median', 'dp_fixed'),
     'fed_prox': ('mean', 'median', 'dp_fixed'),
     'dp_fed_avg': ('dp_fixed', 'dp_adaptive'),

@@ -83,8 +83,8 @@ def test_recipe_runs_on_the_remote_worker_and_starts_none(tmp_path: Path,
 def test_unreachable_worker_is_one_line(tmp_path: Path) -> None:
   port = portpicker.pick_unused_port()
   result = helpers.run_in_host('recipes.fed_avg', *FAST, f'--tff_worker=localhost:{port}',
-                              f'--root_output_dir={tmp_path}')
-  helpers.assert_one_line_error(result, 'no TFF worker answers', 'start_worker')
+                              '--tff_worker_wait_seconds=1', f'--root_output_dir={tmp_path}')
+  helpers.assert_one_line_error(result, 'no TFF worker answers', 'waited 1 s', 'start_worker')
   assert not (tmp_path / 'metrics.csv').exists()
 
 

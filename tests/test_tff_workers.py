@@ -154,12 +154,19 @@ def test_other_recipes_run_on_three_workers(tmp_path: Path, workers: list[Worker
 def test_unreachable_workers_are_each_named_before_training(tmp_path: Path,
                                                             workers: list[Worker]) -> None:
   dead = [f'localhost:{portpicker.pick_unused_port()}' for _ in range(2)]
+  started = time.monotonic()
   result = _run(tmp_path, 'dead', f'--tff_worker={workers[0].address},{dead[0]},{dead[1]}',
-                check=False)
+                '--tff_worker_wait_seconds=1.5', check=False)
   line = helpers.assert_one_line_error(result, 'no TFF worker answers', dead[0], dead[1],
-                                       'start_worker')
+                                       'waited 1.5 s', 'start_worker')
+  assert time.monotonic() - started < 10  # The default wait is 10 s.
   assert workers[0].address not in line
   assert not (tmp_path / 'dead' / 'metrics.csv').exists()
+
+
+def test_worker_wait_applies_only_with_workers(tmp_path: Path) -> None:
+  result = _run(tmp_path, 'wait', '--tff_worker_wait_seconds=5', check=False)
+  helpers.assert_one_line_error(result, '--tff_worker_wait_seconds', '--tff_worker')
 
 
 @pytest.mark.parametrize('value', ['localhost:8000,bighost', 'localhost:8000,,localhost:8001',
@@ -221,17 +228,18 @@ def test_disposing_on_a_gone_worker_is_silent_and_other_calls_name_it() -> None:
   tff = runtime.import_tff()
   from tensorflow_federated.proto.v0 import executor_pb2  # pylint: disable=g-import-not-at-top
   address = f'localhost:{portpicker.pick_unused_port()}'  # Nothing listens there.
+  # Not closed at the end: TFF's stubs subscribe to the channel's state, which gRPC polls
+  # from a thread, and closing the channel while a connection attempt to the dead address
+  # changes that state can kill the thread with "Channel closed!" (an unhandled-thread
+  # warning of this suite). Unreferenced, the channel unsubscribes them and goes quietly.
   channel = grpc.insecure_channel(address)
-  try:
-    stub = tff_workers._FailFastStub(channel, address)  # pylint: disable=protected-access
-    assert stub.dispose(executor_pb2.DisposeRequest()) is None
-    # TFF's own stub raises there, as the finalizers saw.
-    with pytest.raises(tff.framework.RetryableError):
-      tff.framework.RemoteExecutorGrpcStub(channel).dispose(executor_pb2.DisposeRequest())
-    with pytest.raises(tff_workers.WorkerLostError, match=address):
-      stub.compute(executor_pb2.ComputeRequest())
-  finally:
-    channel.close()
+  stub = tff_workers._FailFastStub(channel, address)  # pylint: disable=protected-access
+  assert stub.dispose(executor_pb2.DisposeRequest()) is None
+  # TFF's own stub raises there, as the finalizers saw.
+  with pytest.raises(tff.framework.RetryableError):
+    tff.framework.RemoteExecutorGrpcStub(channel).dispose(executor_pb2.DisposeRequest())
+  with pytest.raises(tff_workers.WorkerLostError, match=address):
+    stub.compute(executor_pb2.ComputeRequest())
 
 
 def _rounds_logged(path: Path) -> int:
