@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from recipes import aggregator_registry
+from scripts import local_workers
 from tests import helpers
 from tests.recipe_matrix import AGGREGATOR_ARGS
 
@@ -34,20 +35,30 @@ def test_matrix_covers_every_aggregator() -> None:
   assert set(SUPPORTED) == set(RECIPES)
 
 
+# These also run once split across three TFF workers (recipes.fed_avg's runs on workers,
+# federated evaluation among them, are tests/test_tff_workers.py's).
+ON_WORKERS = ('fed_sgd', 'fed_opt', 'fed_prox', 'dp_fed_avg')
+
+
 @pytest.fixture(scope='module')
 def matrix_runs(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> dict[str, tuple[Path, subprocess.CompletedProcess[str]]]:
   """recipe -> (root, result) of tests.recipe_matrix, two recipes at a time (2 cores)."""
   roots = {recipe: tmp_path_factory.mktemp(recipe) for recipe in RECIPES}
+  with local_workers.started(3, via_start_worker=True) as workers:
+    for worker in workers:
+      worker.wait_until_serving()
+    addresses = ','.join(w.address for w in workers)
 
-  def run(recipe: str) -> subprocess.CompletedProcess[str]:
-    return helpers.run_binary('tests.recipe_matrix', recipe, str(roots[recipe]),
-                              *SUPPORTED[recipe], timeout=900)
+    def run(recipe: str) -> subprocess.CompletedProcess[str]:
+      return helpers.run_binary('tests.recipe_matrix', recipe, str(roots[recipe]),
+                                addresses if recipe in ON_WORKERS else '-',
+                                *SUPPORTED[recipe], timeout=900)
 
-  with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-    return {recipe: (roots[recipe], result)
-            for recipe, result in zip(RECIPES, pool.map(run, RECIPES))}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+      return {recipe: (roots[recipe], result)
+              for recipe, result in zip(RECIPES, pool.map(run, RECIPES))}
 
 
 @pytest.mark.parametrize('recipe', RECIPES)
@@ -56,8 +67,11 @@ def test_recipe_runs_with_each_aggregator(recipe: str, matrix_runs) -> None:
   runs = [json.loads(l) for l in result.stdout.splitlines() if l.startswith('{')]
   failed = [r for r in runs if not r['ok']]
   assert not failed, failed[0]['traceback']
-  assert [r['aggregator'] for r in runs] == list(SUPPORTED[recipe]), result.stderr[-3000:]
-  for name in SUPPORTED[recipe]:
+  on_workers = ('workers',) if recipe in ON_WORKERS else ()
+  assert [r['aggregator'] for r in runs] == [*SUPPORTED[recipe], *on_workers], result.stderr[-3000:]
+  if on_workers:
+    assert 'split across 3 TFF workers' in result.stdout
+  for name in [*SUPPORTED[recipe], *on_workers]:
     out = tmp_path / f'{recipe}-{name}'
     summary = json.loads((out / 'summary.json').read_text())
     assert summary['status'] == 'completed' and summary['rounds_completed'] == 2
