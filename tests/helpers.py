@@ -285,9 +285,7 @@ class _RecipeHost:
 
 
 _hosts: dict[str, _RecipeHost] = {}
-
-
-_hosts_lock = threading.Lock()
+_hosts_lock = threading.Lock()  # Not _server_lock: starting a host may start the server.
 
 
 def _recipe_host(module: str) -> _RecipeHost:
