@@ -232,7 +232,8 @@ def serve() -> None:
   listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
   listener.bind(address)
   listener.listen(16)
-  _reply({'ready': True, 'unexpected_threads': _unexpected_threads(openblas_workers)})
+  _reply({'ready': True, 'unexpected_threads': _unexpected_threads(openblas_workers),
+          'address': address})
   # pid -> request id (stdin) or connection (socket).
   children: dict[int, int | _Connection] = {}
   reading: list[_Connection] = []
@@ -321,23 +322,31 @@ def run_forked(command: Sequence[str], *, cwd: str | os.PathLike[str], env: dict
       sock.connect(os.environ[FORK_SERVER_ENV])
       sock.sendall((json.dumps(request) + '\n').encode())
       replies = sock.makefile('r')
-      while True:
-        sock.settimeout(max(0.01, deadline - time.monotonic()))
-        try:
-          line = replies.readline()
-        except (socket.timeout, TimeoutError):
-          if pid is not None:
+      try:
+        while True:
+          sock.settimeout(max(0.01, deadline - time.monotonic()))
+          try:
+            line = replies.readline()
+          except (socket.timeout, TimeoutError):
+            raise subprocess.TimeoutExpired(list(command), timeout) from None
+          reply = json.loads(line or '{"error": "the binary server closed the connection"}')
+          if 'error' in reply:
+            raise RuntimeError(f'binary server: {reply["error"]}')
+          if 'pid' in reply:
+            pid = int(reply['pid'])
+          if 'returncode' in reply:
+            pid = None
+            return subprocess.CompletedProcess(
+                list(command), int(reply['returncode']), stdout.read_text(errors='replace'),
+                stderr.read_text(errors='replace'))
+      finally:
+        # Timed out, or this process is being stopped (SIGTERM, Ctrl-C): the run is the
+        # server's child, not ours, and would outlive us.
+        if pid is not None:
+          try:
             os.kill(pid, signal.SIGKILL)
-          raise subprocess.TimeoutExpired(list(command), timeout) from None
-        reply = json.loads(line or '{"error": "the binary server closed the connection"}')
-        if 'error' in reply:
-          raise RuntimeError(f'binary server: {reply["error"]}')
-        if 'pid' in reply:
-          pid = int(reply['pid'])
-        if 'returncode' in reply:
-          return subprocess.CompletedProcess(
-              list(command), int(reply['returncode']), stdout.read_text(errors='replace'),
-              stderr.read_text(errors='replace'))
+          except ProcessLookupError:
+            pass
   finally:
     for path in (stdout, stderr):
       path.unlink(missing_ok=True)

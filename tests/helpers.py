@@ -101,7 +101,9 @@ class _BinaryServer:
         self._changed.wait(remaining)
 
   def _ready(self) -> bool:
-    return bool(json.loads(self._process.stdout.readline() or '{}').get('ready'))
+    message = json.loads(self._process.stdout.readline() or '{}')
+    self.address = message.get('address')  # Its socket, for its children's own runs.
+    return bool(message.get('ready'))
 
   def _log_tail(self) -> str:
     self._log.flush()
@@ -172,6 +174,11 @@ def _binary_server() -> _BinaryServer:
       _server = _BinaryServer()
       atexit.register(_server.close)
     return _server
+
+
+def fork_server_address() -> str:
+  """The binary server's socket, which its children find in FEDRECIPES_TEST_FORK_SERVER."""
+  return _binary_server().address
 
 
 def start_binary(module: str, *args: str, cwd: Path | None = None,

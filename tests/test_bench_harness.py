@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Sequence
@@ -21,6 +22,7 @@ from scripts import bench_common
 from scripts import bench_harness
 from scripts import bench_timing
 from scripts import local_workers
+from tests import binary_server
 from tests import helpers
 
 
@@ -126,3 +128,19 @@ def test_a_local_worker_is_stopped_when_the_block_fails() -> None:
     with local_workers.LocalWorker() as worker:
       raise RuntimeError('boom')
   assert worker.process.poll() is not None
+
+
+def test_under_the_tests_a_benchmarks_runs_are_forked_by_the_binary_server(monkeypatch):
+  # What a benchmark that the binary server forked sees (tests/binary_server.py).
+  monkeypatch.setenv(binary_server.FORK_SERVER_ENV, helpers.fork_server_address())
+  probe = [sys.executable, '-m', 'timeit', '-n', '1', '-r', '1']
+  # Forked from the server: TensorFlow is already imported, as in no fresh interpreter.
+  bench_common.run_command([*probe, "import sys; assert 'tensorflow' in sys.modules"],
+                           timeout=60, what='the probe')
+  with pytest.raises(UserError, match=r'the probe failed with exit code 1: AssertionError'):
+    bench_common.run_command([*probe, 'assert False'], timeout=60, what='the probe')
+  started = time.monotonic()
+  with pytest.raises(UserError, match='the sleeper did not finish within 1 s'):
+    bench_common.run_command([*probe, '__import__("time").sleep(60)'], timeout=1,
+                             what='the sleeper')
+  assert time.monotonic() - started < 10
