@@ -230,7 +230,6 @@ class _RecipeHost:
           if self._process.poll() is not None or time.monotonic() > deadline:
             self.close()
             raise RuntimeError(f'the recipe host for {module} did not start: {self._log}')
-    self._socket.settimeout(None)
     self._requests = self._socket.makefile('w')
     self._replies = self._socket.makefile('r')
     if not json.loads(self._replies.readline() or '{}').get('ready'):
@@ -270,21 +269,19 @@ class _RecipeHost:
         'args': list(args), 'cwd': str(cwd), 'env': env,
         'stdout': str(stdout), 'stderr': str(stderr)}) + '\n')
     self._requests.flush()
-    reply: list[str] = []
-    reader = threading.Thread(target=lambda: reply.append(self._replies.readline()),
-                              daemon=True)
-    reader.start()
-    reader.join(timeout)
     command = [sys.executable, '-m', self.module, *args]
-    if reader.is_alive():
+    self._socket.settimeout(timeout)
+    try:
+      reply = self._replies.readline()
+    except TimeoutError:
       self._process.send_signal(signal.SIGKILL)
       self.close()
-      raise subprocess.TimeoutExpired(command, timeout)
-    if not reply or not reply[0]:
+      raise subprocess.TimeoutExpired(command, timeout) from None
+    if not reply:
       self.close()
       raise RuntimeError(f'the recipe host for {self.module} died: {self._log}')
     result = subprocess.CompletedProcess(
-        command, int(json.loads(reply[0])['returncode']), stdout.read_text(errors='replace'),
+        command, int(json.loads(reply)['returncode']), stdout.read_text(errors='replace'),
         stderr.read_text(errors='replace'))
     stdout.unlink(missing_ok=True)
     stderr.unlink(missing_ok=True)
