@@ -171,7 +171,6 @@ def connect(addresses: Sequence[str], *, timeout_seconds: float = 10.0) -> list[
     # the one-line error. Unreferenced, a channel unsubscribes everything and goes quietly.
     for future in futures:
       future.cancel()
-    del channels
     if len(addresses) == 1:
       where, how = f'at {missing[0]}', 'start one there'
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import shutil
@@ -14,7 +15,9 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
+
+from scripts import local_workers
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -319,6 +322,16 @@ def run_in_host(module: str, *args: str, timeout: float = 300, check: bool = Fal
   if check and result.returncode != 0:
     raise AssertionError(f'{module} exited {result.returncode}:\n{result.stdout}\n{result.stderr}')
   return result
+
+
+@contextlib.contextmanager
+def serving_workers(count: int) -> Iterator[list[local_workers.LocalWorker]]:
+  """`count` TFF workers started like `python -m scripts.start_worker --port=N`, each
+  serving before the block runs; all stopped after it, whatever happens."""
+  with local_workers.started(count, via_start_worker=True) as workers:
+    for worker in workers:
+      worker.wait_until_serving()
+    yield workers
 
 
 def error_lines(stderr: str) -> list[str]:

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from recipes import aggregator_registry
-from scripts import local_workers
 from tests import helpers
 from tests.recipe_matrix import AGGREGATOR_ARGS
 
@@ -46,9 +45,7 @@ def matrix_runs(
 ) -> dict[str, tuple[Path, subprocess.CompletedProcess[str]]]:
   """recipe -> (root, result) of tests.recipe_matrix, two recipes at a time (2 cores)."""
   roots = {recipe: tmp_path_factory.mktemp(recipe) for recipe in RECIPES}
-  with local_workers.started(3, via_start_worker=True) as workers:
-    for worker in workers:
-      worker.wait_until_serving()
+  with helpers.serving_workers(3) as workers:
     addresses = ','.join(w.address for w in workers)
 
     def run(recipe: str) -> subprocess.CompletedProcess[str]:

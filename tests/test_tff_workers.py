@@ -56,16 +56,10 @@ class Worker(local_workers.LocalWorker):
 
 
 @pytest.fixture(scope='module')
-def workers() -> Iterator[list[Worker]]:
+def workers() -> Iterator[list[local_workers.LocalWorker]]:
   """Three running workers, shared by the tests that do not kill one."""
-  started: list[Worker] = []
-  try:
-    for _ in range(3):
-      started.append(Worker())
+  with helpers.serving_workers(3) as started:
     yield started
-  finally:
-    for worker in started:
-      worker.stop()
 
 
 def _run(tmp_path: Path, name: str, *flags: str, check: bool = True,
@@ -95,7 +89,7 @@ def _cpu(worker: Worker) -> float:
 
 @pytest.mark.slow
 def test_two_and_three_workers_give_the_local_workers_metrics(tmp_path: Path,
-                                                              workers: list[Worker]) -> None:
+                                                              workers: list[local_workers.LocalWorker]) -> None:
   _run(tmp_path, 'local', '--total_rounds=3')
   local = _metrics(tmp_path, 'local')
   # A run that learns (so equal metrics are not equal by accident of a dead model).
@@ -111,7 +105,7 @@ def test_two_and_three_workers_give_the_local_workers_metrics(tmp_path: Path,
 
 
 @pytest.mark.slow
-def test_a_different_seed_changes_the_metrics(tmp_path: Path, workers: list[Worker]) -> None:
+def test_a_different_seed_changes_the_metrics(tmp_path: Path, workers: list[local_workers.LocalWorker]) -> None:
   """The comparison above can fail: a run with another seed does not match."""
   addresses = ','.join(w.address for w in workers[:2])
   _run(tmp_path, 'seed0', '--total_rounds=2', f'--tff_worker={addresses}')
@@ -121,7 +115,7 @@ def test_a_different_seed_changes_the_metrics(tmp_path: Path, workers: list[Work
 
 
 @pytest.mark.slow
-def test_secure_aggregation_stays_on_the_workers(tmp_path: Path, workers: list[Worker]) -> None:
+def test_secure_aggregation_stays_on_the_workers(tmp_path: Path, workers: list[local_workers.LocalWorker]) -> None:
   """`--aggregator=secure` used to replace the remote context by a local test worker."""
   secure = ['--aggregator=secure', '--secure_bound=10', '--total_rounds=2']
   _run(tmp_path, 'local', *secure)
@@ -135,7 +129,7 @@ def test_secure_aggregation_stays_on_the_workers(tmp_path: Path, workers: list[W
 
 
 @pytest.mark.slow
-def test_federated_evaluation_runs_on_three_workers(tmp_path: Path, workers: list[Worker]) -> None:
+def test_federated_evaluation_runs_on_three_workers(tmp_path: Path, workers: list[local_workers.LocalWorker]) -> None:
   # The other recipes run on three workers in tests/test_recipes.py (their recipe matrix).
   addresses = ','.join(w.address for w in workers)
   helpers.run_in_host('recipes.fed_avg', *FAST, '--total_rounds=1', '--federated_eval_clients=3',
@@ -148,7 +142,7 @@ def test_federated_evaluation_runs_on_three_workers(tmp_path: Path, workers: lis
 
 @pytest.mark.slow
 def test_unreachable_workers_are_each_named_before_training(tmp_path: Path,
-                                                            workers: list[Worker]) -> None:
+                                                            workers: list[local_workers.LocalWorker]) -> None:
   dead = [f'localhost:{portpicker.pick_unused_port()}' for _ in range(2)]
   started = time.monotonic()
   result = _run(tmp_path, 'dead', f'--tff_worker={workers[0].address},{dead[0]},{dead[1]}',
