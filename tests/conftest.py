@@ -1,8 +1,11 @@
 """Shared test setup: the test process opts into TFF worker hygiene so no worker outlives pytest."""
 
+import gc
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,8 +30,17 @@ from core import runtime  # noqa: E402
 # module no longer does it (tests/test_layers.py).
 runtime.enable_worker_hygiene()
 runtime.import_tff()
+# Import-time objects (most of TensorFlow's and TFF's) out of the garbage collector's
+# sight: the tests that build learning processes in this process allocate enough to run
+# many full collections, each of which would traverse them all.
+gc.collect()
+gc.freeze()
 
 import pytest  # noqa: E402
+
+from tests import autograph_warmup  # noqa: E402
+
+_OWN_SPOOL = pytest.StashKey[str]()
 
 # Files whose tests take longest (most of the suite's time: recipe runs), started first so
 # that the two pytest workers of scripts/test.sh end together instead of one of them
@@ -40,6 +52,24 @@ SLOWEST_FIRST = (
     'test_benchmarks_smoke.py', 'test_fed_avg_binary.py', 'test_vertical_fl.py',
     'test_privacy.py', 'test_bench_vertical.py',
 )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+  """One AutoGraph spool for the session's binary servers (tests/autograph_warmup.py).
+
+  Set before pytest-xdist starts its workers, which inherit it: each worker's server then
+  converts what the other's children converted too.
+  """
+  if autograph_warmup.SPOOL_ENV not in os.environ:
+    os.environ[autograph_warmup.SPOOL_ENV] = tempfile.mkdtemp(prefix='fedrecipes-autograph-')
+    config.stash[_OWN_SPOOL] = os.environ[autograph_warmup.SPOOL_ENV]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+  spool = config.stash.get(_OWN_SPOOL, None)
+  if spool is not None:
+    shutil.rmtree(spool, ignore_errors=True)
+    del os.environ[autograph_warmup.SPOOL_ENV]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -106,6 +106,7 @@ class _BinaryServer:
   def _ready(self) -> bool:
     message = json.loads(self._process.stdout.readline() or '{}')
     self.address = message.get('address')  # Its socket, for its children's own runs.
+    self.process_id = self._process.pid
     return bool(message.get('ready'))
 
   def _log_tail(self) -> str:
@@ -182,6 +183,11 @@ def _binary_server() -> _BinaryServer:
 def fork_server_address() -> str:
   """The binary server's socket, which its children find in FEDRECIPES_TEST_FORK_SERVER."""
   return _binary_server().address
+
+
+def binary_server_pid() -> int:
+  """The binary server's process id (its AutoGraph warm-up log is named after it)."""
+  return _binary_server().process_id
 
 
 def start_binary(module: str, *args: str, cwd: Path | None = None,

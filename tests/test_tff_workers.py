@@ -87,31 +87,44 @@ def _cpu(worker: Worker) -> float:
   return bench_timing.cpu_seconds(worker.pid)
 
 
-@pytest.mark.slow
-def test_two_and_three_workers_give_the_local_workers_metrics(tmp_path: Path,
-                                                              workers: list[local_workers.LocalWorker]) -> None:
-  _run(tmp_path, 'local', '--total_rounds=3')
-  local = _metrics(tmp_path, 'local')
-  # A run that learns (so equal metrics are not equal by accident of a dead model).
-  assert local[-1]['train_loss'] < local[0]['train_loss']
+@pytest.fixture(scope='module')
+def split_runs(tmp_path_factory: pytest.TempPathFactory,
+               workers: list[local_workers.LocalWorker]) -> tuple[Path, dict[int, bool]]:
+  """(root, workers count -> whether each of them worked) of 3-round runs: 'local',
+  'workers2' and 'workers3' (the same flags on 2 and 3 of the workers)."""
+  root = tmp_path_factory.mktemp('split')
+  _run(root, 'local', '--total_rounds=3')
+  every_worker_worked = {}
   for count in (2, 3):
     before = [_cpu(w) for w in workers[:count]]
     addresses = ','.join(w.address for w in workers[:count])
-    result = _run(tmp_path, f'workers{count}', '--total_rounds=3', f'--tff_worker={addresses}')
+    result = _run(root, f'workers{count}', '--total_rounds=3', f'--tff_worker={addresses}')
     assert f'split across {count} TFF workers' in result.stdout
-    _assert_same_metrics(local, _metrics(tmp_path, f'workers{count}'))
-    # Every worker trained its slice of the clients.
-    assert all(_cpu(w) > b for w, b in zip(workers[:count], before)), 'a worker did no work'
+    every_worker_worked[count] = all(_cpu(w) > b for w, b in zip(workers[:count], before))
+  return root, every_worker_worked
 
 
 @pytest.mark.slow
-def test_a_different_seed_changes_the_metrics(tmp_path: Path, workers: list[local_workers.LocalWorker]) -> None:
+def test_two_and_three_workers_give_the_local_workers_metrics(split_runs) -> None:
+  root, every_worker_worked = split_runs
+  local = _metrics(root, 'local')
+  # A run that learns (so equal metrics are not equal by accident of a dead model).
+  assert local[-1]['train_loss'] < local[0]['train_loss']
+  for count in (2, 3):
+    _assert_same_metrics(local, _metrics(root, f'workers{count}'))
+    # Every worker trained its slice of the clients.
+    assert every_worker_worked[count], f'a worker did no work ({count} workers)'
+
+
+@pytest.mark.slow
+def test_a_different_seed_changes_the_metrics(tmp_path: Path, split_runs,
+                                              workers: list[local_workers.LocalWorker]) -> None:
   """The comparison above can fail: a run with another seed does not match."""
+  root, _ = split_runs
   addresses = ','.join(w.address for w in workers[:2])
-  _run(tmp_path, 'seed0', '--total_rounds=2', f'--tff_worker={addresses}')
-  _run(tmp_path, 'seed1', '--total_rounds=2', '--seed=1', f'--tff_worker={addresses}')
+  _run(tmp_path, 'seed1', '--total_rounds=3', '--seed=1', f'--tff_worker={addresses}')
   with pytest.raises(AssertionError):
-    _assert_same_metrics(_metrics(tmp_path, 'seed0'), _metrics(tmp_path, 'seed1'))
+    _assert_same_metrics(_metrics(root, 'workers2'), _metrics(tmp_path, 'seed1'))
 
 
 @pytest.mark.slow
