@@ -1,8 +1,7 @@
 """Test driver: runs one recipe's `main` in this process once per aggregator, via real flags.
 
-Run as `python -m tests.recipe_matrix RECIPE ROOT_DIR WORKERS AGGREGATOR[:WEIGHTING]...`
-(the tests fork it from the binary server); `name:uniform` runs the aggregator with
-`--weighting=uniform`, into ROOT_DIR/RECIPE-name-uniform. One process per recipe keeps each recipe's flags its own,
+Run as `python -m tests.recipe_matrix RECIPE ROOT_DIR WORKERS AGGREGATOR...` (the tests
+fork it from the binary server). One process per recipe keeps each recipe's flags its own,
 while the TFF import, the worker start and the recipe's caches are shared by all of that
 recipe's aggregators. Then, if WORKERS (`host:port,...`, or '-' for none) is given, one
 more run with the first aggregator, split across those TFF workers (`--tff_worker`; last,
@@ -34,25 +33,17 @@ COMMON = ['--task=synthetic', '--clients_per_round=10', '--total_rounds=2', '--r
           '--progress=false']
 
 
-def run_name(recipe: str, label: str) -> str:
-  """The run's directory under ROOT_DIR: `fed_avg-clipped_mean-uniform`."""
-  return f'{recipe}-{label.replace(":", "-")}'
-
-
 def main(argv: list[str]) -> None:
   recipe, root, workers, *names = argv[1:]
   runtime.enable_worker_hygiene()  # As recipes.cli.run does: main() runs without it here.
   module = importlib.import_module(f'recipes.{recipe}')
-  runs = []
-  for entry in names:
-    name, _, weighting = entry.partition(':')
-    runs.append((entry, name, [f'--weighting={weighting}'] if weighting else []))
+  runs = [(name, name, []) for name in names]
   if workers != '-':
-    runs.append(('workers', runs[0][1], [f'--tff_worker={workers}']))
+    runs.append(('workers', names[0], [f'--tff_worker={workers}']))
   for label, name, extra in runs:
     flags.FLAGS.unparse_flags()
     flags.FLAGS(['prog', *COMMON, f'--aggregator={name}', *AGGREGATOR_ARGS[name], *extra,
-                 f'--root_output_dir={root}', f'--experiment_name={run_name(recipe, label)}'])
+                 f'--root_output_dir={root}', f'--experiment_name={recipe}-{label}'])
     try:
       module.main([])
       print(json.dumps({'aggregator': label, 'ok': True}), flush=True)
