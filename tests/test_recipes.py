@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import math
 import subprocess
 from pathlib import Path
 
@@ -28,9 +29,22 @@ SUPPORTED = {
 }
 
 
+# The measurement each aggregator adds, as its metrics.csv column under `aggregator/`
+# (every run also has `aggregator/client_count`): it must be there, finite, every round.
+MEASUREMENT = {
+    'clipped_mean': 'zeroing/clipped_fraction',
+    'dp_fixed': 'noise_stddev',
+    'dp_adaptive': 'clip_norm',
+    'secure': 'mean_value/secure_upper_clipped_fraction',
+    'median': 'non_finite_client_count',
+    'trimmed_mean': 'trimmed_per_side',
+}
+
+
 def test_matrix_covers_every_aggregator() -> None:
   assert list(AGGREGATOR_ARGS)[-1] == 'secure'  # It changes the execution context.
   assert set(AGGREGATOR_ARGS) == set(aggregator_registry.SPECS)
+  assert set(MEASUREMENT) <= set(AGGREGATOR_ARGS)
   assert set(SUPPORTED) == set(RECIPES)
 
 
@@ -72,8 +86,17 @@ def test_recipe_runs_with_each_aggregator(recipe: str, matrix_runs) -> None:
     out = tmp_path / f'{recipe}-{name}'
     summary = json.loads((out / 'summary.json').read_text())
     assert summary['status'] == 'completed' and summary['rounds_completed'] == 2
-    header = (out / 'metrics.csv').read_text().splitlines()[0]
-    assert 'aggregator/client_count' in header  # Aggregator measurements reach the CSV.
+    rows = helpers.read_rows(out / 'metrics.csv')
+    # Aggregator measurements reach the CSV: every client counted, the aggregator's own
+    # measurement finite; and the model stayed finite.
+    counts = [float(r['aggregator/client_count']) for r in rows]
+    # dp_fed_avg samples each client with probability 10/20 (Poisson): counts vary.
+    assert counts == [10, 10] or recipe == 'dp_fed_avg' and all(c > 0 for c in counts), (name, counts)
+    measured = MEASUREMENT.get(name)
+    for row in rows:
+      assert math.isfinite(float(row['train_loss'])), (name, row)
+      if measured is not None:
+        assert math.isfinite(float(row[f'aggregator/{measured}'])), (name, measured, row)
   if recipe == 'dp_fed_avg':
     privacy = json.loads((tmp_path / 'dp_fed_avg-dp_fixed' / 'summary.json').read_text())['privacy']
     assert privacy['rounds'] == 2 and privacy['epsilon'] > 0 and privacy['noise_multiplier'] == 0.1
