@@ -101,13 +101,21 @@ class Warmup:
       self._next_scan = time.monotonic() + 0.5
     if not self._pending:
       return False
-    self._convert(self._pending.pop())
+    record = self._pending.pop()
+    try:
+      self._convert(record)
+    except Exception as e:  # pylint: disable=broad-except
+      # Never the server's end: the children convert it themselves.
+      self._note(record, f'failed: {type(e).__name__}: {e}')
     return True
 
   def close(self) -> None:
     """Removes the files AutoGraph generated for the server's conversions."""
     for remove in self._remove_generated:
-      remove()
+      try:
+        remove()
+      except OSError:
+        pass
 
   def _scan(self) -> None:
     for path in sorted(self._spool.glob('*.jsonl')):
@@ -161,8 +169,11 @@ class Warmup:
     self._note(record, outcome)
 
   def _note(self, record: list[Any], outcome: str) -> None:
-    with open(self.log, 'a', encoding='utf-8') as f:
-      f.write(json.dumps([*record[:3], outcome]) + '\n')
+    try:
+      with open(self.log, 'a', encoding='utf-8') as f:
+        f.write(json.dumps([*record[:3], outcome]) + '\n')
+    except OSError:  # The session removed the spool on its way out.
+      pass
 
   def _find_code(self, filename: str, first_line: int,
                  name: str) -> tuple[types.CodeType, dict[str, Any]] | None:
