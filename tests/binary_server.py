@@ -23,11 +23,11 @@ parent-death signal.
 What is not the same as a fresh `python -m`: the interpreter's start-up (modules already
 imported), AutoGraph's cache (a child finds already converted the functions that earlier
 children converted, which the server converts between requests: the same code they would
-have made, seconds sooner; tests/autograph_warmup.py) and its final teardown of every
-module (the child runs what the interpreter runs at exit, then `os._exit`s; see
-`_run_child`). Tests for which the process start or
-end itself is the point (the README's commands, pipes, signals) keep real subprocesses
-(`tests.helpers.run_module`).
+have made, seconds sooner; tests/autograph_warmup.py), the garbage collector's view (the
+inherited heap is frozen, `gc.freeze`) and its final teardown of every module (the child
+runs what the interpreter runs at exit, then `os._exit`s; see `_run_child`). Tests for
+which the process start or end itself is the point (the README's commands, pipes,
+signals) keep real subprocesses (`tests.helpers.run_module`).
 
 Protocol (one JSON object per line): requests on stdin
   {"id": N, "module": M, "args": [...], "cwd": D, "env": {...}, "stdout": F, "stderr": F}
