@@ -87,6 +87,7 @@ class Warmup:
     self._indexed_files: set[str] = set()
     self._remove_generated: list[Callable[[], Any]] = []
     self._next_scan = 0.0
+    self._enabled = os.environ.get(DISABLE_ENV) != '1'
     # What this server did with each record, one JSON line each: [file, line, name, outcome].
     self.log = spool / f'server-{os.getpid()}.log'
 
@@ -94,8 +95,10 @@ class Warmup:
     """Takes up at most one recorded function (scanning the spool twice a second).
 
     Returns:
-      Whether it took one up.
+      Whether it took one up (never, with `DISABLE_ENV` set).
     """
+    if not self._enabled:
+      return False
     if not self._pending and time.monotonic() >= self._next_scan:
       self._scan()
       self._next_scan = time.monotonic() + 0.5

@@ -250,7 +250,6 @@ def serve() -> None:
   shared_spool = os.environ.get(autograph_warmup.SPOOL_ENV)
   spool = Path(shared_spool or tempfile.mkdtemp(prefix='fedrecipes-autograph-'))
   warmup = autograph_warmup.Warmup(spool)
-  warm_up = os.environ.get(autograph_warmup.DISABLE_ENV) != '1'
   _reply({'ready': True, 'unexpected_threads': _unexpected_threads(openblas_workers),
           'address': address})
   # pid -> request id (stdin) or connection (socket).
@@ -278,7 +277,7 @@ def serve() -> None:
   while open_input or children:
     watched = [listener, *(c.sock for c in reading)] + ([0] if open_input else [])
     readable, _, _ = select.select(watched, [], [], 0.02)
-    if not readable and warm_up and warmup.step():  # While no request waits.
+    if not readable and warmup.step():  # While no request waits.
       gc.freeze()  # What the conversion made, too.
     if 0 in readable:
       chunk = os.read(0, 65536)

@@ -103,10 +103,13 @@ class _BinaryServer:
           raise TimeoutError(f'no {key} for request {request_id}')
         self._changed.wait(remaining)
 
+  @property
+  def pid(self) -> int:
+    return self._process.pid
+
   def _ready(self) -> bool:
     message = json.loads(self._process.stdout.readline() or '{}')
     self.address = message.get('address')  # Its socket, for its children's own runs.
-    self.process_id = self._process.pid
     return bool(message.get('ready'))
 
   def _log_tail(self) -> str:
@@ -187,7 +190,7 @@ def fork_server_address() -> str:
 
 def binary_server_pid() -> int:
   """The binary server's process id (its AutoGraph warm-up log is named after it)."""
-  return _binary_server().process_id
+  return _binary_server().pid
 
 
 def start_binary(module: str, *args: str, cwd: Path | None = None,

@@ -3,11 +3,12 @@
 The tests start one per binary (`tests.helpers.run_in_host`; how it is started and talked
 to: below). It imports the binary once (its flags, its TFF import), then serves runs: for
 each request it points stdout/stderr at the run's files, parses the run's command line
-afresh and calls the binary's own `cli.run(main, validate=...)`, so the one-line errors, exit codes and everything `main` writes are what
-`python -m MODULE ARGS` gives. What a fresh process per run paid again every time, and a
-host pays once: the interpreter and TFF start-up, the local TFF worker's start, and above
-all TensorFlow's tracing and autograph caches (building a learning process from cold
-caches took 14 s in a fresh process at load 8, and 3.3 s the second time in the same one).
+afresh and calls the binary's own `cli.run(main, validate=...)`, so the one-line errors,
+exit codes and everything `main` writes are what `python -m MODULE ARGS` gives. What a
+fresh process per run paid again every time, and a host pays once: the interpreter and
+TFF start-up, the local TFF worker's start, and above all TensorFlow's tracing and
+autograph caches (building a learning process from cold caches took 14 s in a fresh
+process at load 8, and 3.3 s the second time in the same one).
 
 Between runs the host restores what a run may change for the next one (hand-written: no
 library resets a TFF program's process state):

@@ -91,7 +91,8 @@ def test_recipe_runs_with_each_aggregator(recipe: str, matrix_runs) -> None:
     # measurement finite; and the model stayed finite.
     counts = [float(r['aggregator/client_count']) for r in rows]
     # dp_fed_avg samples each client with probability 10/20 (Poisson): counts vary.
-    assert counts == [10, 10] or recipe == 'dp_fed_avg' and all(c > 0 for c in counts), (name, counts)
+    assert counts == [10, 10] or (recipe == 'dp_fed_avg' and all(c > 0 for c in counts)), (
+        name, counts)
     measured = MEASUREMENT.get(name)
     for row in rows:
       assert math.isfinite(float(row['train_loss'])), (name, row)

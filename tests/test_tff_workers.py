@@ -42,6 +42,9 @@ COMPARED = ('clients', 'train_loss', 'train_accuracy', 'train_examples', 'valida
             'validation_accuracy', 'test_loss', 'test_accuracy')
 
 
+Workers = list[local_workers.LocalWorker]
+
+
 class Worker(local_workers.LocalWorker):
   """A worker started like `python -m scripts.start_worker --port=N`, serving when made;
   `stop()` always runs."""
@@ -56,7 +59,7 @@ class Worker(local_workers.LocalWorker):
 
 
 @pytest.fixture(scope='module')
-def workers() -> Iterator[list[local_workers.LocalWorker]]:
+def workers() -> Iterator[Workers]:
   """Three running workers, shared by the tests that do not kill one."""
   with helpers.serving_workers(3) as started:
     yield started
@@ -89,7 +92,7 @@ def _cpu(worker: Worker) -> float:
 
 @pytest.fixture(scope='module')
 def split_runs(tmp_path_factory: pytest.TempPathFactory,
-               workers: list[local_workers.LocalWorker]) -> tuple[Path, dict[int, bool]]:
+               workers: Workers) -> tuple[Path, dict[int, bool]]:
   """(root, workers count -> whether each of them worked) of 3-round runs: 'local',
   'workers2' and 'workers3' (the same flags on 2 and 3 of the workers)."""
   root = tmp_path_factory.mktemp('split')
@@ -118,7 +121,7 @@ def test_two_and_three_workers_give_the_local_workers_metrics(split_runs) -> Non
 
 @pytest.mark.slow
 def test_a_different_seed_changes_the_metrics(tmp_path: Path, split_runs,
-                                              workers: list[local_workers.LocalWorker]) -> None:
+                                              workers: Workers) -> None:
   """The comparison above can fail: a run with another seed does not match."""
   root, _ = split_runs
   addresses = ','.join(w.address for w in workers[:2])
@@ -128,7 +131,7 @@ def test_a_different_seed_changes_the_metrics(tmp_path: Path, split_runs,
 
 
 @pytest.mark.slow
-def test_secure_aggregation_stays_on_the_workers(tmp_path: Path, workers: list[local_workers.LocalWorker]) -> None:
+def test_secure_aggregation_stays_on_the_workers(tmp_path: Path, workers: Workers) -> None:
   """`--aggregator=secure` used to replace the remote context by a local test worker."""
   secure = ['--aggregator=secure', '--secure_bound=10', '--total_rounds=2']
   _run(tmp_path, 'local', *secure)
@@ -142,7 +145,7 @@ def test_secure_aggregation_stays_on_the_workers(tmp_path: Path, workers: list[l
 
 
 @pytest.mark.slow
-def test_federated_evaluation_runs_on_three_workers(tmp_path: Path, workers: list[local_workers.LocalWorker]) -> None:
+def test_federated_evaluation_runs_on_three_workers(tmp_path: Path, workers: Workers) -> None:
   # The other recipes run on three workers in tests/test_recipes.py (their recipe matrix).
   addresses = ','.join(w.address for w in workers)
   helpers.run_in_host('recipes.fed_avg', *FAST, '--total_rounds=1', '--federated_eval_clients=3',
@@ -155,7 +158,7 @@ def test_federated_evaluation_runs_on_three_workers(tmp_path: Path, workers: lis
 
 @pytest.mark.slow
 def test_unreachable_workers_are_each_named_before_training(tmp_path: Path,
-                                                            workers: list[local_workers.LocalWorker]) -> None:
+                                                            workers: Workers) -> None:
   dead = [f'localhost:{portpicker.pick_unused_port()}' for _ in range(2)]
   started = time.monotonic()
   result = _run(tmp_path, 'dead', f'--tff_worker={workers[0].address},{dead[0]},{dead[1]}',
